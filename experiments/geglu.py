@@ -1,0 +1,4 @@
+"""GEGLU MLP (Shazeer 2020), hidden 8/3 n_embd so parameters match the GELU MLP."""
+from gptlab.modules import GEGLU
+
+MLP_CLASS = GEGLU

@@ -1,0 +1,178 @@
+"""Typed configs: `GPTConfig` (the model) and `TrainingConfig` (the recipe).
+
+Both are dataclasses validated in `__post_init__`; every problem is collected and raised
+once, naming the field, its value and the fix. Fields whose default depends on other
+fields use 0 for "the published rule", resolved by a method here so that overriding
+`n_embd` or `n_head` rescales them (see `head_dim`, `mla_dims`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, fields
+
+
+class ConfigError(ValueError):
+    """A config field has a value that cannot work; the message says which and why."""
+
+
+def _raise_all(owner: str, problems: list[str]) -> None:
+    if problems:
+        raise ConfigError(f"{owner} is invalid:\n  - " + "\n  - ".join(problems))
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    block_size: int = 1024  # longest sequence the model attends over
+    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 128 for fast matmuls
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    n_kv_head: int = 0  # GQA key/value heads; 0 = n_head (MHA). MQA uses 1 whatever this says
+    # MLA (DeepSeek-V2, arXiv:2405.04434 §2.1); 0 = the paper's rule from the head size d_h:
+    kv_lora_rank: int = 0  # d_c, the joint KV latent; 0 = 4 * d_h
+    q_lora_rank: int = 0  # d_c', the query latent; 0 = no query compression
+    qk_rope_head_dim: int = 0  # d_h^R, the decoupled rotary part of q and k; 0 = d_h / 2
+    qk_nope_head_dim: int = 0  # the non-rotary part of q and k; 0 = d_h
+    v_head_dim: int = 0  # 0 = d_h
+    rope_theta: float = 10000.0
+    mlp_hidden: int = 0  # 0 = 4 * n_embd, or 8/3 * n_embd for gated MLPs (parameter-matched)
+    bias: bool = True  # biases in Linear layers and LayerNorm, as GPT-2
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("n_kv_head", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
+                     "qk_nope_head_dim", "v_head_dim", "mlp_hidden"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be 0 (the default rule) or positive")
+        if self.n_head >= 1 and self.n_embd % self.n_head:
+            problems.append(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                            f"choose n_head among {_divisors(self.n_embd)}")
+        if self.n_kv_head > 0 and self.n_head % self.n_kv_head:
+            problems.append(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}; "
+                            f"choose n_kv_head among {_divisors(self.n_head)}")
+        if not problems:
+            if self.head_dim % 2:
+                problems.append(f"head size n_embd/n_head={self.head_dim} is odd, but RoPE rotates "
+                                f"pairs of dimensions; choose n_embd and n_head with an even ratio")
+            rope_dim = self.mla_dims()[2]
+            if rope_dim % 2:
+                problems.append(f"qk_rope_head_dim={rope_dim} is odd; RoPE rotates pairs, use an even value")
+        if not 0.0 <= self.dropout < 1.0:
+            problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if self.rope_theta <= 0:
+            problems.append(f"rope_theta={self.rope_theta} must be positive")
+        _raise_all("GPTConfig", problems)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def mla_dims(self) -> tuple[int, int, int, int]:
+        """(kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim) with the paper's
+        defaults (DeepSeek-V2 §3.1.2: d_c = 4 d_h, d_h^R = d_h / 2) filled in."""
+        d_h = self.head_dim
+        return (self.kv_lora_rank or 4 * d_h, self.qk_nope_head_dim or d_h,
+                self.qk_rope_head_dim or d_h // 2, self.v_head_dim or d_h)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The build-nanogpt GPT-2 124M recipe (FineWeb-Edu 10B tokens, one epoch)."""
+    total_batch_size: int = 524288  # tokens per optimizer step, reached by gradient accumulation
+    micro_batch_size: int = 64  # B, sequences per forward pass on each rank
+    sequence_length: int = 1024  # T, tokens per sequence (at most block_size)
+    max_lr: float = 6e-4
+    min_lr_ratio: float = 0.1  # cosine decay ends at max_lr * min_lr_ratio
+    warmup_steps: int = 715
+    max_steps: int = 19073
+    weight_decay: float = 0.1  # applied to 2-D weights only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # 0 disables clipping
+    eval_interval: int = 250  # validation, HellaSwag, samples and a checkpoint every this many steps
+    val_steps: int = 20  # validation batches per evaluation
+    hellaswag: bool = True
+    hellaswag_limit: int = 0  # examples scored per evaluation; 0 = all 10,042
+    num_samples: int = 4  # generated text samples per evaluation
+    sample_length: int = 32
+    sample_prompt: str = "Hello, I'm a language model,"
+    keep_last: int = 0  # checkpoints kept; 0 = all
+    max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
+    seed: int = 1337
+    compile: bool = True  # torch.compile on CUDA
+    data: str = "auto"  # "auto" (FineWeb-Edu shards if prepared, else embedded), "fineweb", "embedded"
+    data_dir: str = ""  # FineWeb-Edu shards; "" = <repo>/data/edu_fineweb10B
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("total_batch_size", "micro_batch_size", "sequence_length", "max_steps",
+                     "eval_interval", "val_steps", "max_bad_steps"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be at least 1")
+        for name in ("warmup_steps", "hellaswag_limit", "num_samples", "sample_length", "keep_last"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be 0 or more")
+        if self.max_lr <= 0:
+            problems.append(f"max_lr={self.max_lr} must be positive")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)} must be in [0, 1)")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            problems.append("weight_decay and grad_clip must be 0 or more")
+        if self.data not in ("auto", "fineweb", "embedded"):
+            problems.append(f"data={self.data!r} must be one of 'auto', 'fineweb', 'embedded'")
+        _raise_all("TrainingConfig", problems)
+
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def field_names(config_cls) -> list[str]:
+    return [f.name for f in fields(config_cls)]
+
+
+def unknown_field_error(config_cls, name: str) -> ConfigError:
+    """The error for a field `config_cls` does not have, with the closest names suggested."""
+    names = field_names(config_cls)
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return ConfigError(f"{config_cls.__name__} has no field {name!r}; {hint}"
+                       f"the fields are: {', '.join(names)}")
+
+
+def replace_config(config, **overrides):
+    """`dataclasses.replace` that names an unknown field and its closest matches."""
+    for name in overrides:
+        if name not in field_names(type(config)):
+            raise unknown_field_error(type(config), name)
+    return dataclasses.replace(config, **overrides)
+
+
+def parse_value(config_cls, name: str, text: str):
+    """Convert command-line text to the type of `config_cls.name` (bool, int, float or str)."""
+    if name not in field_names(config_cls):
+        raise unknown_field_error(config_cls, name)
+    kind = type(getattr(config_cls(), name))
+    try:
+        if kind is bool:
+            lowered = text.lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        if kind is int:
+            return int(text.replace("_", ""))
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{config_cls.__name__}.{name} takes a {kind.__name__}, "
+                          f"got {text!r}") from None

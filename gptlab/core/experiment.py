@@ -1,0 +1,154 @@
+"""Experiments: `experiments/NAME.py` files that name the components they change.
+
+An experiment file may set MODEL_CONFIG, ATTENTION_CLASS, POSITION_ENCODING_CLASS,
+MLP_CLASS, NORM_CLASS and TRAINING_CONFIG; each absent name takes the baseline's value.
+`load_experiment` checks everything before anything is built and raises one
+`ExperimentError` that lists every problem.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, unknown_field_error
+from gptlab.modules.attention import Attention, BaseAttention
+from gptlab.modules.mlp import MLP
+from gptlab.modules.position import LearnedPositionEncoding, PositionEncoding
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+
+DEFAULTS = {
+    "MODEL_CONFIG": GPTConfig(),
+    "ATTENTION_CLASS": BaseAttention,
+    "POSITION_ENCODING_CLASS": LearnedPositionEncoding,
+    "MLP_CLASS": MLP,
+    "NORM_CLASS": nn.LayerNorm,
+    "TRAINING_CONFIG": TrainingConfig(),
+}
+
+# what each class slot accepts: (base class a class must derive from, what it is called)
+_KINDS = {
+    "ATTENTION_CLASS": (Attention, "an attention class (a subclass of gptlab.modules.Attention)"),
+    "POSITION_ENCODING_CLASS": (PositionEncoding, "a position encoding (a subclass of gptlab.modules.PositionEncoding)"),
+    "MLP_CLASS": (nn.Module, "an MLP class (an nn.Module built as cls(config))"),
+    "NORM_CLASS": (nn.Module, "a norm class (an nn.Module built as cls(n_embd))"),
+}
+# the framework's own kinds, so that a class given to the wrong slot is named as such
+_KNOWN_KINDS = [(Attention, "ATTENTION_CLASS", "an attention class"),
+                (PositionEncoding, "POSITION_ENCODING_CLASS", "a position encoding"),
+                (MLP, "MLP_CLASS", "an MLP class"),
+                ((nn.LayerNorm, nn.RMSNorm), "NORM_CLASS", "a norm class")]
+
+
+class ExperimentError(ValueError):
+    """An experiment cannot be loaded; the message says what is wrong and what to do."""
+
+
+@dataclass
+class Experiment:
+    name: str
+    path: Path
+    model_config: GPTConfig = field(default_factory=GPTConfig)
+    attention_class: type = BaseAttention
+    position_encoding_class: type = LearnedPositionEncoding
+    mlp_class: type = MLP
+    norm_class: type = nn.LayerNorm
+    training_config: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def class_names(self) -> dict[str, str]:
+        """Each component's full dotted name, as logs and checkpoints record it."""
+        return {slot: class_path(getattr(self, slot)) for slot in
+                ("attention_class", "position_encoding_class", "mlp_class", "norm_class")}
+
+
+def class_path(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def available_experiments() -> list[str]:
+    return sorted(p.stem for p in EXPERIMENTS_DIR.glob("*.py") if not p.stem.startswith("_"))
+
+
+def resolve_experiment_path(name_or_path: str | Path) -> Path:
+    """`rope` -> experiments/rope.py; a path ending in .py is taken as it is."""
+    text = str(name_or_path)
+    if text.endswith(".py"):
+        path = Path(text).expanduser().resolve()
+        if not path.is_file():
+            raise ExperimentError(f"experiment file {text!r} does not exist")
+        return path
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise ExperimentError(f"experiment name {text!r} is not a plain name: names are files in "
+                              f"{EXPERIMENTS_DIR} (letters, digits, _); pass a path ending in .py "
+                              f"to load a file from elsewhere")
+    path = EXPERIMENTS_DIR / f"{text}.py"
+    if not path.is_file():
+        names = available_experiments()
+        close = difflib.get_close_matches(text, names, n=3, cutoff=0.5)
+        hint = f"did you mean {' or '.join(close)}? " if close else ""
+        raise ExperimentError(f"no experiment named {text!r}; {hint}available: {', '.join(names)}")
+    return path
+
+
+def load_experiment(name_or_path: str | Path) -> Experiment:
+    path = resolve_experiment_path(name_or_path)
+    namespace = _execute(path)
+    problems = []
+    for name in namespace:
+        if name.isupper() and name not in DEFAULTS:
+            close = difflib.get_close_matches(name, DEFAULTS, n=1, cutoff=0.75)
+            if close:
+                problems.append(f"{name} is not a setting an experiment reads; did you mean {close[0]}?")
+    values = {name: namespace.get(name, default) for name, default in DEFAULTS.items()}
+    for name, config_cls in (("MODEL_CONFIG", GPTConfig), ("TRAINING_CONFIG", TrainingConfig)):
+        if not isinstance(values[name], config_cls):
+            problems.append(f"{name} must be a {config_cls.__name__}(...), got {values[name]!r}")
+    for slot, (base, description) in _KINDS.items():
+        problem = _check_class(slot, values[slot], base, description)
+        if problem:
+            problems.append(problem)
+    if problems:
+        raise ExperimentError(f"experiment {path} has problems:\n  - " + "\n  - ".join(problems))
+    return Experiment(name=path.stem, path=path, model_config=values["MODEL_CONFIG"],
+                      attention_class=values["ATTENTION_CLASS"],
+                      position_encoding_class=values["POSITION_ENCODING_CLASS"],
+                      mlp_class=values["MLP_CLASS"], norm_class=values["NORM_CLASS"],
+                      training_config=values["TRAINING_CONFIG"])
+
+
+def _execute(path: Path) -> dict:
+    module_name = f"gptlab_experiment_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # lets classes defined in the file be found by name
+    try:
+        spec.loader.exec_module(module)
+    except TypeError as e:
+        match = re.search(r"(\w+)\.__init__\(\) got an unexpected keyword argument '(\w+)'", str(e))
+        configs = {"GPTConfig": GPTConfig, "TrainingConfig": TrainingConfig}
+        if match and match.group(1) in configs:
+            raise ExperimentError(f"experiment {path}: {unknown_field_error(configs[match.group(1)], match.group(2))}") from None
+        raise ExperimentError(f"experiment {path} failed to run: {e}") from e
+    except ConfigError as e:
+        raise ExperimentError(f"experiment {path}: {e}") from None
+    except Exception as e:
+        raise ExperimentError(f"experiment {path} failed to run: {type(e).__name__}: {e}") from e
+    return vars(module)
+
+
+def _check_class(slot: str, value, base: type, description: str) -> str | None:
+    if not isinstance(value, type):
+        return f"{slot} must be a class, got {value!r}; it should be {description}"
+    for kind, kind_slot, what in _KNOWN_KINDS:
+        if issubclass(value, kind) and kind_slot != slot:
+            return f"{slot} = {value.__name__} is {what}, not {description}; did you mean {kind_slot}?"
+    if not issubclass(value, base):
+        return f"{slot} = {value.__name__} is not {description}"
+    return None

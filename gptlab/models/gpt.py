@@ -1,0 +1,117 @@
+"""The GPT: GPT-2's architecture with each component class injected.
+
+    wte (+ position encoding) -> n_layer x Block -> ln_f -> lm_head (tied to wte)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptlab.core.config import GPTConfig
+from gptlab.modules.attention import Attention, BaseAttention, KVCache
+from gptlab.modules.block import Block
+from gptlab.modules.mlp import MLP
+from gptlab.modules.norm import build_norm
+from gptlab.modules.position import LearnedPositionEncoding, PositionEncoding
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig, attention_class: type[Attention] = BaseAttention,
+                 position_encoding_class: type[PositionEncoding] = LearnedPositionEncoding,
+                 mlp_class: type[nn.Module] = MLP, norm_class: type[nn.Module] = nn.LayerNorm):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=position_encoding_class(config, attention_class.rotary_dim(config)),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList(Block(config, attention_class, mlp_class, norm_class) for _ in range(config.n_layer)),
+            ln_f=build_norm(norm_class, config),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):  # scaled init of residual projections (GPT-2 paper §2.3)
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        """Every distinct parameter element: the tied wte/lm_head matrix once, learned
+        position embeddings included, fixed tables (sinusoidal, RoPE) and buffers not."""
+        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None,
+                caches: list[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
+        """idx, targets: (B, T) token ids; targets -1 are ignored. With `caches` (one per
+        layer), idx continues the cached sequence at its absolute positions."""
+        T = idx.size(1)
+        start = caches[0].length if caches else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        pos_enc = self.transformer.wpe
+        x = self.transformer.drop(pos_enc(self.transformer.wte(idx), pos))
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, pos_enc, pos, caches[i] if caches else None)
+        logits = self.lm_head(self.transformer.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def new_caches(self) -> list[KVCache]:
+        return [KVCache(self.config.block_size) for _ in self.transformer.h]
+
+    @torch.no_grad()
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Continue idx (B, T) by max_new_tokens tokens with the KV cache; temperature 0 is
+        greedy. The whole sequence must fit in block_size: longer requests are refused."""
+        total = idx.size(1) + max_new_tokens
+        if total > self.config.block_size:
+            raise ValueError(f"prompt ({idx.size(1)} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
+                             f"exceeds block_size={self.config.block_size}; shorten one of them")
+        was_training = self.training
+        self.eval()
+        caches = self.new_caches()
+        logits, _ = self(idx, caches=caches)
+        for step in range(max_new_tokens):
+            next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)
+            idx = torch.cat((idx, next_token), dim=1)
+            if step + 1 < max_new_tokens:
+                logits, _ = self(next_token, caches=caches)
+        self.train(was_training)
+        return idx
+
+    def kv_cache_bytes_per_token(self, dtype: torch.dtype = torch.bfloat16) -> int:
+        """Bytes of KV cache one token costs across all layers, measured on a real cache."""
+        caches = self.new_caches()
+        param = next(self.parameters())
+        with torch.no_grad():
+            self(torch.zeros(1, 1, dtype=torch.long, device=param.device), caches=caches)
+        return sum(c.bytes_per_token() for c in caches) * dtype.itemsize // param.element_size()
+
+
+def sample_next(logits: Tensor, temperature: float, top_k: int | None,
+                generator: torch.Generator | None = None) -> Tensor:
+    """One token per row from logits (B, V): argmax at temperature 0, else softmax sampling
+    of logits / temperature restricted to the top_k most likely."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

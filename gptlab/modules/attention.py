@@ -1,0 +1,180 @@
+"""Causal self-attention variants: MHA, MQA, GQA and DeepSeek-V2's MLA.
+
+Every class takes `(config)` and is called as `attn(x, pos_enc, pos, cache=None)`:
+x is (B, T, C); `pos_enc` is the model's `PositionEncoding` (rotary tables and score
+biases come only through it); `pos` holds the absolute positions of x's tokens; `cache`
+is the layer's `KVCache` during generation. The residual output projection is named
+`c_proj` so the model can give it GPT-2's scaled initialisation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptlab.core.config import GPTConfig
+from gptlab.modules.position import PositionEncoding
+
+
+class KVCache:
+    """What one attention layer keeps of past tokens, for generation.
+
+    Holds any tensors with time on dim -2 (K/V for MHA/GQA, the latent for MLA),
+    pre-allocated to `max_len` positions on the first `append`.
+    """
+
+    def __init__(self, max_len: int):
+        self.max_len = max_len
+        self.length = 0
+        self.buffers: list[Tensor] = []
+
+    def append(self, *new: Tensor) -> tuple[Tensor, ...]:
+        """Store the new entries after the cached ones; return all entries so far."""
+        t = new[0].size(-2)
+        if self.length + t > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} positions; cannot add {t} after {self.length}")
+        if not self.buffers:
+            self.buffers = [x.new_zeros(*x.shape[:-2], self.max_len, x.size(-1)) for x in new]
+        for buffer, x in zip(self.buffers, new):
+            buffer[..., self.length:self.length + t, :] = x
+        self.length += t
+        return tuple(buffer[..., :self.length, :] for buffer in self.buffers)
+
+    def bytes_per_token(self) -> int:
+        """Cache bytes one token costs this layer, per sequence."""
+        return sum(b[0].numel() // self.max_len * b.element_size() for b in self.buffers)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, pos_enc: PositionEncoding, q_pos: Tensor,
+                     dropout_p: float = 0.0) -> Tensor:
+    """Scaled dot-product attention of q (B, H, Tq, D) over keys at positions 0..Tk-1,
+    each query seeing only keys at or before its own position, plus the position
+    encoding's score bias. Uses SDPA's fused causal path whenever it is exact."""
+    t_q, t_k = q.size(-2), k.size(-2)
+    k_pos = torch.arange(t_k, device=q.device)
+    bias = pos_enc.score_bias(q_pos, k_pos)
+    gqa = k.size(-3) != q.size(-3)
+    if bias is None and t_q == t_k:  # a full sequence from position 0
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa)
+    if bias is None and t_q == 1:  # one new token sees every cached key
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, enable_gqa=gqa)
+    future = k_pos[None, :] > q_pos[:, None]
+    if bias is None:
+        mask = ~future
+    else:
+        mask = bias.to(q.dtype).masked_fill(future, float("-inf"))
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
+
+
+class Attention(nn.Module):
+    """Base of every attention class: the interface above, and what the model asks of it."""
+
+    @staticmethod
+    def rotary_dim(config: GPTConfig) -> int:
+        """Width of the q/k slices that RoPE rotates."""
+        return config.head_dim
+
+    def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
+                cache: KVCache | None = None) -> Tensor:
+        raise NotImplementedError
+
+
+class BaseAttention(Attention):
+    """GPT-2 multi-head attention; also grouped-query attention when `n_kv_head` < `n_head`
+    (each group of n_head / n_kv_head query heads shares one K/V head)."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.n_kv_head = self.kv_heads(config)
+        self.c_attn = nn.Linear(config.n_embd, (self.n_head + 2 * self.n_kv_head) * self.head_dim, bias=config.bias)
+        self.c_proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def kv_heads(self, config: GPTConfig) -> int:
+        return config.n_head
+
+    def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
+                cache: KVCache | None = None) -> Tensor:
+        B, T, _ = x.shape
+        q_size, kv_size = self.n_head * self.head_dim, self.n_kv_head * self.head_dim
+        q, k, v = self.c_attn(x).split([q_size, kv_size, kv_size], dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = pos_enc.rotate(q, pos), pos_enc.rotate(k, pos)
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y = causal_attention(q, k, v, pos_enc, pos, self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, q_size)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class GQAAttention(BaseAttention):
+    """Grouped-query attention (Ainslie et al. 2023) with `config.n_kv_head` K/V heads."""
+
+    def kv_heads(self, config: GPTConfig) -> int:
+        return config.n_kv_head or config.n_head
+
+
+class MQAAttention(BaseAttention):
+    """Multi-query attention (Shazeer 2019): one K/V head shared by all query heads."""
+
+    def kv_heads(self, config: GPTConfig) -> int:
+        return 1
+
+
+class MLAAttention(Attention):
+    """Multi-head latent attention (DeepSeek-V2, arXiv:2405.04434 §2.1).
+
+    Keys and values are up-projected from one joint latent c_kv of width kv_lora_rank
+    (eq. 9-11); position enters through a decoupled key k_rope of width qk_rope_head_dim,
+    shared by all heads and rotated by the position encoding (eq. 14-19). The cache holds
+    c_kv and k_rope: (kv_lora_rank + qk_rope_head_dim) values per token per layer.
+    """
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.n_head, self.q_lora_rank = config.n_head, config.q_lora_rank
+        self.kv_lora_rank, self.qk_nope_head_dim, self.qk_rope_head_dim, self.v_head_dim = config.mla_dims()
+        qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
+        if self.q_lora_rank:  # queries from their own latent (eq. 12-13)
+            self.wq_a = nn.Linear(config.n_embd, config.q_lora_rank, bias=False)
+            self.q_norm = nn.RMSNorm(config.q_lora_rank)
+            self.wq_b = nn.Linear(config.q_lora_rank, self.n_head * qk_head_dim, bias=False)
+        else:
+            self.wq = nn.Linear(config.n_embd, self.n_head * qk_head_dim, bias=False)
+        self.wkv_a = nn.Linear(config.n_embd, self.kv_lora_rank + self.qk_rope_head_dim, bias=False)
+        self.kv_norm = nn.RMSNorm(self.kv_lora_rank)
+        self.wkv_b = nn.Linear(self.kv_lora_rank, self.n_head * (self.qk_nope_head_dim + self.v_head_dim), bias=False)
+        self.c_proj = nn.Linear(self.n_head * self.v_head_dim, config.n_embd, bias=config.bias)
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    @staticmethod
+    def rotary_dim(config: GPTConfig) -> int:
+        return config.mla_dims()[2]
+
+    def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
+                cache: KVCache | None = None) -> Tensor:
+        B, T, _ = x.shape
+        q = self.wq_b(self.q_norm(self.wq_a(x))) if self.q_lora_rank else self.wq(x)
+        q = q.view(B, T, self.n_head, -1).transpose(1, 2)
+        q_nope, q_rope = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
+        q = torch.cat([q_nope, pos_enc.rotate(q_rope, pos)], dim=-1)
+
+        c_kv, k_rope = self.wkv_a(x).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
+        c_kv = self.kv_norm(c_kv)  # (B, T, d_c)
+        k_rope = pos_enc.rotate(k_rope.unsqueeze(1), pos)  # (B, 1, T, d_h^R), one for all heads
+        if cache is not None:
+            c_kv, k_rope = cache.append(c_kv, k_rope)
+        t_k = c_kv.size(1)
+        kv = self.wkv_b(c_kv).view(B, t_k, self.n_head, -1).transpose(1, 2)
+        k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
+        k = torch.cat([k_nope, k_rope.expand(B, self.n_head, t_k, -1)], dim=-1)
+
+        y = causal_attention(q, k, v, pos_enc, pos, self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.v_head_dim)
+        return self.resid_dropout(self.c_proj(y))

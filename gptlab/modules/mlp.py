@@ -1,0 +1,74 @@
+"""Feed-forward variants. Each is `cls(config)`, maps (B, T, C) to (B, T, C), and names its
+layers as GPT-2 does (`c_fc` in, `c_proj` out) so initialisation treats them alike.
+
+Gated variants (GLU family, Shazeer 2020, "GLU Variants Improve Transformer") have three
+weight matrices instead of two, so their default hidden size is 8/3 * n_embd rather than
+4 * n_embd: the parameter count then matches the GELU MLP and a comparison is fair.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gptlab.core.config import GPTConfig
+
+
+class MLP(nn.Module):
+    """GPT-2's MLP: c_fc -> GELU (tanh approximation, as GPT-2) -> c_proj, hidden 4 * n_embd."""
+
+    gated = False
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        hidden = config.mlp_hidden or self.default_hidden(config.n_embd)
+        self.c_fc = nn.Linear(config.n_embd, 2 * hidden if self.gated else hidden, bias=config.bias)
+        self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def default_hidden(self, n_embd: int) -> int:
+        return round(8 * n_embd / 3) if self.gated else 4 * n_embd
+
+    def activation(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate="tanh")
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.c_fc(x)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            h = self.activation(gate) * up
+        else:
+            h = self.activation(h)
+        return self.dropout(self.c_proj(h))
+
+
+class ReLUMLP(MLP):
+    """The original Transformer's ReLU feed-forward (Vaswani et al. 2017, eq. 2)."""
+
+    def activation(self, x: Tensor) -> Tensor:
+        return F.relu(x)
+
+
+class SiLUMLP(MLP):
+    """SiLU / swish activation (Ramachandran et al. 2017), ungated."""
+
+    def activation(self, x: Tensor) -> Tensor:
+        return F.silu(x)
+
+
+class GEGLU(MLP):
+    """GELU(x W) * (x V) (Shazeer 2020, eq. 6)."""
+
+    gated = True
+
+    def activation(self, x: Tensor) -> Tensor:
+        return F.gelu(x)
+
+
+class SwiGLU(MLP):
+    """Swish(x W) * (x V) (Shazeer 2020, eq. 6), as in PaLM and Llama."""
+
+    gated = True
+
+    def activation(self, x: Tensor) -> Tensor:
+        return F.silu(x)

@@ -1,0 +1,29 @@
+"""A table of every experiment's model: components, parameters, KV-cache bytes per token.
+
+    python -m gptlab.reporting.summary [n_layer=2 n_embd=128 ...]
+"""
+
+import sys
+
+from gptlab import build_model, load_experiment
+from gptlab.core.config import GPTConfig, parse_value
+from gptlab.core.experiment import available_experiments
+
+
+def main(argv: list[str]) -> None:
+    overrides = {}
+    for item in argv:
+        key, _, value = item.partition("=")
+        overrides[key] = parse_value(GPTConfig, key, value)
+    print(f"{'experiment':<10} {'attention':<14} {'position':<30} {'mlp':<8} {'norm':<10} "
+          f"{'params':>13} {'KV B/token':>11}")
+    for name in available_experiments():
+        exp = load_experiment(name)
+        model = build_model(exp, **overrides)
+        print(f"{name:<10} {exp.attention_class.__name__:<14} {exp.position_encoding_class.__name__:<30} "
+              f"{exp.mlp_class.__name__:<8} {exp.norm_class.__name__:<10} {model.num_params():>13,} "
+              f"{model.kv_cache_bytes_per_token():>11,}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,114 @@
+import math
+
+import pytest
+import torch
+
+from gptlab import build_model, load_experiment
+from tests.conftest import EXPERIMENTS, tiny_model
+
+
+def test_baseline_has_gpt2_124m_parameters_and_one_tied_tensor():
+    model = build_model(load_experiment("baseline"))
+    # GPT-2 124M: 124,439,808 with vocab 50257, plus 47 padded rows of 768
+    assert model.num_params() == 124_439_808 + 47 * 768 == 124_475_904
+    assert model.transformer.wte.weight is model.lm_head.weight
+    assert model.transformer.wte.weight.data_ptr() == model.lm_head.weight.data_ptr()
+
+
+def test_gpt2_initialisation():
+    torch.manual_seed(0)
+    model = build_model(load_experiment("baseline"), n_layer=6)
+    blocks = model.transformer.h
+    assert abs(model.lm_head.weight.std().item() - 0.02) < 0.0005
+    assert abs(blocks[0].attn.c_attn.weight.std().item() - 0.02) < 0.0005
+    assert abs(blocks[0].mlp.c_fc.weight.std().item() - 0.02) < 0.0005
+    for residual in (blocks[0].attn.c_proj.weight, blocks[3].mlp.c_proj.weight):
+        assert abs(residual.std().item() - 0.02 / math.sqrt(2 * 6)) < 0.0003
+    assert torch.all(blocks[0].attn.c_attn.bias == 0)
+    assert abs(model.transformer.wpe.weight.std().item() - 0.02) < 0.0005
+
+
+def test_changing_token_t_changes_no_earlier_logit(experiment_name):
+    model = tiny_model(experiment_name).eval()
+    idx = torch.randint(0, 97, (1, 24))
+    logits, _ = model(idx)
+    t = 13
+    changed = idx.clone()
+    changed[0, t] = (idx[0, t] + 1) % 97
+    logits2, _ = model(changed)
+    torch.testing.assert_close(logits2[:, :t], logits[:, :t])
+    assert not torch.allclose(logits2[:, t:], logits[:, t:])
+
+
+def test_cached_greedy_generation_equals_recomputing_the_sequence(experiment_name):
+    model = tiny_model(experiment_name).eval()
+    prompt = torch.randint(0, 97, (2, 5))
+    out = model.generate(prompt, max_new_tokens=20, temperature=0)
+    idx = prompt
+    for _ in range(20):  # no cache: the whole sequence through the model at every step
+        logits, _ = model(idx)
+        idx = torch.cat([idx, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, idx)
+
+
+def test_cached_logits_equal_full_forward_logits(experiment_name):
+    model = tiny_model(experiment_name).eval()
+    idx = torch.randint(0, 97, (2, 20))
+    full, _ = model(idx)
+    caches = model.new_caches()
+    steps = [model(idx[:, :7], caches=caches)[0]] + [model(idx[:, t:t + 1], caches=caches)[0] for t in range(7, 20)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_generation_past_block_size_is_refused():
+    model = tiny_model("baseline")
+    with pytest.raises(ValueError, match="exceeds block_size=32"):
+        model.generate(torch.zeros(1, 30, dtype=torch.long), max_new_tokens=5)
+
+
+def test_sampling_respects_top_k_and_seed():
+    model = tiny_model("rope").eval()
+    prompt = torch.zeros(1, 3, dtype=torch.long)
+    a = model.generate(prompt, 10, top_k=1)
+    assert torch.equal(a, model.generate(prompt, 10, temperature=0))  # top_k=1 is greedy
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(model.generate(prompt, 10, generator=g1), model.generate(prompt, 10, generator=g2))
+
+
+def test_loss_is_cross_entropy_ignoring_minus_one():
+    model = tiny_model("baseline").eval()
+    idx, targets = torch.randint(0, 97, (2, 8)), torch.randint(0, 97, (2, 8))
+    targets[0, :3] = -1
+    logits, loss = model(idx, targets)
+    logp = torch.log_softmax(logits, -1)
+    picked = [-logp[b, t, targets[b, t]] for b in range(2) for t in range(8) if targets[b, t] >= 0]
+    torch.testing.assert_close(loss, torch.stack(picked).mean())
+    assert model(idx)[1] is None
+
+
+def test_every_experiment_halves_its_loss_on_one_batch(experiment_name):
+    model = tiny_model(experiment_name)
+    torch.manual_seed(0)
+    idx = torch.randint(0, 97, (4, 32))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(50):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        first = first or loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < first / 2, (first, loss.item())
+
+
+def test_kv_cache_bytes_per_token_reflect_the_attention():
+    # per layer, bf16: MHA 2*H*D, MQA 2*D, GQA 2*n_kv*D, MLA d_c + d_h^R
+    expected = {"baseline": 2 * 768, "mqa": 2 * 64, "gqa": 2 * 4 * 64, "mla": 256 + 32}
+    for name, per_layer in expected.items():
+        model = build_model(load_experiment(name), n_layer=2)
+        assert model.kv_cache_bytes_per_token() == 2 * per_layer * 2, name
+
+
+def test_all_twelve_shipped_experiments_are_present():
+    assert set(EXPERIMENTS) >= {"baseline", "alibi", "rope", "sine", "mqa", "gqa", "mla", "rmsnorm",
+                                "geglu", "swiglu", "silu", "relu"}

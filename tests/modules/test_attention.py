@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+
+from gptlab import GPTConfig
+from gptlab.modules.attention import BaseAttention, GQAAttention, KVCache, MLAAttention, MQAAttention
+from gptlab.modules.position import ALiBi, PositionEncoding, RoPE
+
+CONFIG = GPTConfig(block_size=16, n_embd=32, n_head=4)
+
+
+def naive_attention(x, attn, n_kv_head, bias=None):
+    """Loop over heads with an explicit softmax; each query head h uses K/V head h // group."""
+    B, T, C = x.shape
+    H, D = CONFIG.n_head, CONFIG.head_dim
+    q, k, v = attn.c_attn(x).split([H * D, n_kv_head * D, n_kv_head * D], dim=2)
+    heads = []
+    for h in range(H):
+        g = h // (H // n_kv_head)
+        qh, kh, vh = q[..., h * D:(h + 1) * D], k[..., g * D:(g + 1) * D], v[..., g * D:(g + 1) * D]
+        scores = qh @ kh.transpose(1, 2) / math.sqrt(D)
+        if bias is not None:
+            scores = scores + bias[h]
+        scores = scores.masked_fill(torch.triu(torch.ones(T, T, dtype=torch.bool), 1), float("-inf"))
+        heads.append(torch.softmax(scores, dim=-1) @ vh)
+    return attn.c_proj(torch.cat(heads, dim=-1))
+
+
+def test_mha_matches_naive_per_head_attention():
+    torch.manual_seed(0)
+    attn, x = BaseAttention(CONFIG), torch.randn(2, 10, 32)
+    out = attn(x, PositionEncoding(CONFIG, 8), torch.arange(10))
+    torch.testing.assert_close(out, naive_attention(x, attn, n_kv_head=4), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2])
+def test_gqa_matches_naive_grouped_attention(n_kv_head):
+    torch.manual_seed(0)
+    attn, x = GQAAttention(GPTConfig(**{**vars(CONFIG), "n_kv_head": n_kv_head})), torch.randn(2, 10, 32)
+    out = attn(x, PositionEncoding(CONFIG, 8), torch.arange(10))
+    torch.testing.assert_close(out, naive_attention(x, attn, n_kv_head), atol=1e-5, rtol=1e-5)
+
+
+def test_gqa_with_n_kv_head_equal_n_head_reproduces_mha():
+    torch.manual_seed(0)
+    mha = BaseAttention(CONFIG)
+    gqa = GQAAttention(GPTConfig(**{**vars(CONFIG), "n_kv_head": 4}))
+    gqa.load_state_dict(mha.state_dict())
+    x, pe = torch.randn(2, 10, 32), RoPE(CONFIG, 8)
+    torch.testing.assert_close(gqa(x, pe, torch.arange(10)), mha(x, pe, torch.arange(10)))
+
+
+def test_mqa_equals_gqa_with_one_kv_head():
+    torch.manual_seed(0)
+    mqa = MQAAttention(CONFIG)
+    gqa = GQAAttention(GPTConfig(**{**vars(CONFIG), "n_kv_head": 1}))
+    gqa.load_state_dict(mqa.state_dict())
+    assert mqa.c_attn.out_features == (4 + 2) * 8
+    x, pe = torch.randn(2, 10, 32), RoPE(CONFIG, 8)
+    torch.testing.assert_close(mqa(x, pe, torch.arange(10)), gqa(x, pe, torch.arange(10)))
+
+
+def test_alibi_attention_adds_the_bias_to_the_scores():
+    torch.manual_seed(0)
+    attn, x, alibi = BaseAttention(CONFIG), torch.randn(2, 10, 32), ALiBi(CONFIG, 8)
+    slopes = [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8]
+    dist = torch.arange(10)[:, None] - torch.arange(10)[None, :]
+    bias = torch.stack([-s * dist for s in slopes]).float()
+    out = attn(x, alibi, torch.arange(10))
+    torch.testing.assert_close(out, naive_attention(x, attn, 4, bias), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("q_lora_rank", [0, 12])
+def test_mla_cached_latent_path_equals_uncached(q_lora_rank):
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=16, n_embd=32, n_head=4, q_lora_rank=q_lora_rank)
+    attn = MLAAttention(config)
+    rope = RoPE(config, MLAAttention.rotary_dim(config))
+    x = torch.randn(2, 12, 32)
+    full = attn(x, rope, torch.arange(12))
+    cache = KVCache(16)
+    parts = [attn(x[:, :5], rope, torch.arange(5), cache)]  # a prompt, then one token at a time
+    for t in range(5, 12):
+        parts.append(attn(x[:, t:t + 1], rope, torch.arange(t, t + 1), cache))
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_mla_cache_holds_latent_and_rope_key_only():
+    config = GPTConfig(block_size=16, n_embd=32, n_head=4, kv_lora_rank=24, qk_rope_head_dim=6)
+    attn, cache = MLAAttention(config), KVCache(16)
+    for dtype in (torch.float32, torch.bfloat16):
+        cache = KVCache(16)
+        attn.to(dtype)(torch.randn(1, 3, 32, dtype=dtype), RoPE(config, 6).to(dtype), torch.arange(3), cache)
+        assert cache.bytes_per_token() == (24 + 6) * dtype.itemsize
+        assert [tuple(b.shape) for b in cache.buffers] == [(1, 16, 24), (1, 1, 16, 6)]
+
+
+def test_mha_cached_equals_uncached_with_a_multi_token_continuation():
+    torch.manual_seed(0)
+    attn, x = BaseAttention(CONFIG), torch.randn(2, 12, 32)
+    for pe in (RoPE(CONFIG, 8), ALiBi(CONFIG, 8)):
+        cache = KVCache(16)
+        parts = [attn(x[:, :4], pe, torch.arange(4), cache), attn(x[:, 4:9], pe, torch.arange(4, 9), cache),
+                 attn(x[:, 9:], pe, torch.arange(9, 12), cache)]
+        torch.testing.assert_close(torch.cat(parts, dim=1), attn(x, pe, torch.arange(12)), atol=1e-5, rtol=1e-5)

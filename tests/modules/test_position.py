@@ -1,0 +1,68 @@
+import math
+
+import torch
+
+from gptlab import GPTConfig
+from gptlab.modules.position import ALiBi, RoPE, SinusoidalPositionalEncoding, alibi_slopes
+
+
+def test_sinusoidal_equals_attention_is_all_you_need_formula():
+    config = GPTConfig(block_size=20, n_embd=16, n_head=2)
+    enc = SinusoidalPositionalEncoding(config, rotary_dim=8)
+    x = torch.zeros(1, 20, 16)
+    out = enc(x, torch.arange(20))[0]
+    for pos in range(20):
+        for i in range(8):
+            assert math.isclose(out[pos, 2 * i].item(), math.sin(pos / 10000 ** (2 * i / 16)), abs_tol=1e-6)
+            assert math.isclose(out[pos, 2 * i + 1].item(), math.cos(pos / 10000 ** (2 * i / 16)), abs_tol=1e-6)
+
+
+def test_rope_equals_complex_multiplication_with_theta_10000():
+    config = GPTConfig(block_size=16, n_embd=32, n_head=2)
+    rope = RoPE(config, rotary_dim=16)
+    x = torch.randn(2, 3, 16, 16)
+    pos = torch.arange(16)
+    theta = 10000.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    rotation = torch.polar(torch.ones(16, 8, dtype=torch.float64), pos[:, None].double() * theta)
+    expected = torch.view_as_real(torch.view_as_complex(x.double().reshape(2, 3, 16, 8, 2)) * rotation)
+    torch.testing.assert_close(rope.rotate(x, pos), expected.reshape(2, 3, 16, 16).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_rope_scores_depend_only_on_offset():
+    config = GPTConfig(block_size=64, n_embd=32, n_head=2)
+    rope = RoPE(config, rotary_dim=16)
+    q, k = torch.randn(16), torch.randn(16)
+
+    def score(i, j):
+        qi = rope.rotate(q.view(1, 1, 1, 16), torch.tensor([i]))
+        kj = rope.rotate(k.view(1, 1, 1, 16), torch.tensor([j]))
+        return (qi * kj).sum().item()
+
+    for offset in (0, 1, 5, 17):
+        scores = [score(i + offset, i) for i in (0, 3, 20, 40)]
+        assert max(scores) - min(scores) < 1e-4, (offset, scores)
+    assert abs(score(5, 0) - score(9, 0)) > 1e-3  # and it does depend on the offset
+
+
+def test_alibi_slopes_are_the_papers_geometric_sequence():
+    torch.testing.assert_close(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
+    torch.testing.assert_close(alibi_slopes(16), torch.tensor([2.0 ** -(0.5 * (i + 1)) for i in range(16)]))
+
+
+def test_alibi_slopes_for_12_heads_follow_the_non_power_of_two_rule():
+    # the 8 slopes for 8 heads, then the odd-indexed terms 2^-1, 2^-3, 2^-5, 2^-7 of the
+    # 16-head sequence 2^-0.5, 2^-1, ... (Press et al. 2022, reference implementation)
+    expected = [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -0.5, 2.0 ** -1.5, 2.0 ** -2.5, 2.0 ** -3.5]
+    torch.testing.assert_close(alibi_slopes(12), torch.tensor(expected))
+
+
+def test_alibi_bias_is_minus_slope_times_distance():
+    config = GPTConfig(block_size=16, n_embd=32, n_head=4)
+    alibi = ALiBi(config, rotary_dim=8)
+    q_pos, k_pos = torch.arange(3, 7), torch.arange(7)
+    bias = alibi.score_bias(q_pos, k_pos)
+    slopes = [2.0 ** -2, 2.0 ** -4, 2.0 ** -6, 2.0 ** -8]
+    for h in range(4):
+        for a, i in enumerate(q_pos.tolist()):
+            for j in range(i + 1):
+                assert math.isclose(bias[h, a, j].item(), -slopes[h] * (i - j), abs_tol=1e-6)
