@@ -21,8 +21,8 @@ from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, unknown_f
 from gptlab.modules.attention import Attention, BaseAttention
 from gptlab.modules.mlp import MLP
 from gptlab.modules.position import LearnedPositionEncoding, PositionEncoding
+from gptlab.paths import EXPERIMENTS_DIR
 
-EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 DEFAULTS = {
     "MODEL_CONFIG": GPTConfig(),

@@ -51,6 +51,13 @@ class GPT(nn.Module):
         position embeddings included, fixed tables (sinusoidal, RoPE) and buffers not."""
         return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
 
+    def flops_per_token(self, seq_len: int) -> int:
+        """Training FLOPs per token, forward and backward: 6 per parameter plus the attention
+        scores and weighted sums, 12 * n_layer * n_embd * seq_len (PaLM, Chowdhery et al.
+        2022, appendix B; the estimate nanoGPT's MFU uses)."""
+        c = self.config
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * seq_len
+
     def forward(self, idx: Tensor, targets: Tensor | None = None,
                 caches: list[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
         """idx, targets: (B, T) token ids; targets -1 are ignored. With `caches` (one per

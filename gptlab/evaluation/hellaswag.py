@@ -1,0 +1,96 @@
+"""HellaSwag (Zellers et al. 2019) validation accuracy, scored as build-nanogpt does.
+
+Each example is a context and four endings. Every ending is scored by the model's
+per-token cross-entropy on the ending's tokens given the context; `acc` picks the ending
+with the lowest total loss, `acc_norm` the one with the lowest mean loss per token.
+The official validation file (10,042 examples) is downloaded once into data/hellaswag/.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gptlab.paths import DATA_DIR
+
+URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
+CACHE = DATA_DIR / "hellaswag" / "hellaswag_val.jsonl"
+
+
+def fetch(path: Path = CACHE, url: str = URL, timeout: float = 20.0) -> tuple[Path | None, str]:
+    """(path of the validation file, "") once it is on disk, else (None, why not)."""
+    if path.is_file():
+        return path, ""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            data = response.read()
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+        return path, ""
+    except OSError as e:
+        return None, f"could not download {url}: {getattr(e, 'reason', e)}"
+
+
+def examples(path: Path, limit: int = 0) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if limit and i >= limit:
+                return
+            yield json.loads(line)
+
+
+def render(example: dict, encode, max_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(tokens (4, L), mask (4, L) of the ending tokens, label). The context is cut from
+    the left when context + ending would not fit in max_len tokens."""
+    ctx = encode(example["ctx"])
+    endings = [encode(" " + ending) for ending in example["endings"]]  # GPT-2 tokens carry the space
+    rows = []
+    for end in endings:
+        keep = max(0, max_len - len(end))
+        context = ctx[len(ctx) - keep:] if keep < len(ctx) else ctx
+        rows.append((context + end, [0] * len(context) + [1] * len(end)))
+    width = max(len(tokens) for tokens, _ in rows)
+    tokens = torch.zeros(4, width, dtype=torch.long)
+    mask = torch.zeros(4, width, dtype=torch.long)
+    for i, (row, row_mask) in enumerate(rows):
+        tokens[i, :len(row)] = torch.tensor(row[:max_len])
+        mask[i, :len(row_mask)] = torch.tensor(row_mask[:max_len])
+    return tokens[:, :max_len], mask[:, :max_len], int(example["label"])
+
+
+@torch.no_grad()
+def ending_losses(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum, mean) cross-entropy over each row's masked tokens."""
+    losses = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten(), reduction="none")
+    losses = losses.view(tokens.size(0), -1) * mask[:, 1:]
+    total = losses.sum(dim=1)
+    return total, total / mask[:, 1:].sum(dim=1)
+
+
+@torch.no_grad()
+def score(model, path: Path, encode, device: str, rank: int = 0, world_size: int = 1, limit: int = 0,
+          autocast=None) -> tuple[int, int, int]:
+    """(examples, correct by total loss, correct by mean loss) over this rank's share:
+    the examples whose index i has i % world_size == rank."""
+    n = correct = correct_norm = 0
+    block = model.config.block_size
+    for i, example in enumerate(examples(path, limit)):
+        if i % world_size != rank:
+            continue
+        tokens, mask, label = render(example, encode, block)
+        with autocast or contextlib.nullcontext():
+            logits, _ = model(tokens.to(device))
+        total, mean = ending_losses(logits, tokens.to(device), mask.to(device))
+        n += 1
+        correct += int(total.argmin().item() == label)
+        correct_norm += int(mean.argmin().item() == label)
+    return n, correct, correct_norm

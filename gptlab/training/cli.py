@@ -1,0 +1,219 @@
+"""The command line of train.py: train an experiment, resume it, or generate from a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, parse_value, replace_config
+from gptlab.core.experiment import ExperimentError, load_experiment
+from gptlab.data.shards import DataError
+from gptlab.paths import LOG_ROOT
+from gptlab.training import checkpoint as ckpt
+from gptlab.training.checkpoint import CheckpointError
+from gptlab.training.presets import PRESETS
+from gptlab.training.trainer import Run, TrainingError
+
+EPILOG = """\
+overrides:
+  Any field of the model or training config, as model.FIELD=VALUE or train.FIELD=VALUE,
+  applied after the experiment file and the preset, e.g.
+      python train.py --experiment rope --preset smoke model.n_layer=4 train.max_lr=1e-3
+  model fields: {model}
+  train fields: {train}
+
+examples:
+  python train.py --experiment baseline                       # GPT-2 124M recipe
+  python train.py --experiment rope --preset smoke            # tiny, CPU, about a minute
+  torchrun --standalone --nproc_per_node=8 train.py --experiment baseline
+  python train.py --experiment baseline --resume auto         # newest intact checkpoint
+  python train.py --experiment baseline --inference log_train/baseline/log/model_05000.pt
+"""
+
+# training fields that may change when a run is resumed: they do not alter the trajectory
+RESUMABLE_CHANGES = {"max_steps", "eval_interval", "val_steps", "hellaswag", "hellaswag_limit", "num_samples",
+                     "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile", "data_dir"}
+
+
+def parser() -> argparse.ArgumentParser:
+    names = lambda cls: ", ".join(f.name for f in dataclasses.fields(cls))  # noqa: E731
+    p = argparse.ArgumentParser(
+        prog="train.py", description="Train a gptlab experiment, resume it, or sample from a checkpoint.",
+        epilog=EPILOG.format(model=names(GPTConfig), train=names(TrainingConfig)),
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", default="baseline", help="a name in experiments/ or a path to a .py file")
+    p.add_argument("--preset", default="gpt2", choices=sorted(PRESETS),
+                   help="gpt2: the full recipe (default); smoke: tiny, embedded corpus, about a minute on a CPU; "
+                        "small: a few minutes on a CPU")
+    p.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
+    p.add_argument("--seed", type=int, help="shorthand for train.seed=N")
+    p.add_argument("--log-dir", type=Path, help="default: log_train/<experiment>/log")
+    p.add_argument("--resume", metavar="CKPT|auto",
+                   help="continue from a checkpoint, or 'auto' for the newest intact one in the log directory "
+                        "(a new run if there is none)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--no-compile", action="store_true", help="do not torch.compile the model (it is on CUDA)")
+    p.add_argument("--no-launch", action="store_true",
+                   help="on a machine with several GPUs, run one process instead of relaunching under torchrun")
+    g = p.add_argument_group("inference")
+    g.add_argument("--inference", metavar="CKPT", type=Path, help="generate text from a checkpoint instead of training")
+    g.add_argument("--prompt", default="Hello, I'm a language model,")
+    g.add_argument("--num-samples", type=int, default=4)
+    g.add_argument("--max-new-tokens", type=int, default=32)
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=50)
+    p.add_argument("overrides", nargs="*", metavar="model.FIELD=VALUE|train.FIELD=VALUE")
+    return p
+
+
+def parse_overrides(items: list[str]) -> tuple[dict, dict]:
+    model, train = {}, {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not eq or not dot or section not in ("model", "train"):
+            raise ConfigError(f"override {item!r} is not of the form model.FIELD=VALUE or train.FIELD=VALUE")
+        if section == "model":
+            model[name] = parse_value(GPTConfig, name, value)
+        else:
+            train[name] = parse_value(TrainingConfig, name, value)
+    return model, train
+
+
+def resolve_run(args: argparse.Namespace) -> Run:
+    """Experiment file, then preset, then command line; and the log directory's state."""
+    exp = load_experiment(args.experiment)
+    model_overrides, train_overrides = parse_overrides(args.overrides)
+    preset_model, preset_train = PRESETS[args.preset]
+    for flag, field in (("max_steps", "max_steps"), ("seed", "seed")):
+        if getattr(args, flag) is not None:
+            train_overrides[field] = getattr(args, flag)
+    model_config = replace_config(exp.model_config, **{**preset_model, **model_overrides})
+    train_config = replace_config(exp.training_config, **{**preset_train, **train_overrides})
+    log_dir = (args.log_dir or LOG_ROOT / exp.name / "log").expanduser().resolve()
+    _check_writable(log_dir)
+    run = Run(exp, model_config, train_config, log_dir, preset=args.preset)
+
+    if args.resume == "auto":
+        run.resume = ckpt.latest_checkpoint(log_dir)
+        if run.resume is None:
+            _refuse_existing_run(log_dir)
+            print(f"no intact checkpoint in {log_dir}: starting a new run")
+    elif args.resume:
+        run.resume = Path(args.resume).expanduser().resolve()
+    else:
+        _refuse_existing_run(log_dir)
+    if run.resume is not None:
+        check_compatible(ckpt.load_checkpoint(run.resume), run)
+    return run
+
+
+def _check_writable(log_dir: Path) -> None:
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        probe = log_dir / f".write_test_{id(log_dir)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"cannot write to the log directory {log_dir} ({e.strerror or e}); "
+                            f"choose another with --log-dir") from None
+
+
+def _refuse_existing_run(log_dir: Path) -> None:
+    existing = ckpt.list_checkpoints(log_dir)
+    if existing or (log_dir / "log.txt").exists():
+        raise TrainingError(f"{log_dir} already holds a run (log.txt, {len(existing)} checkpoint(s)); "
+                            f"continue it with --resume auto, or start a separate run with --log-dir DIR. "
+                            f"Nothing was changed")
+
+
+def check_compatible(state: dict, run: Run) -> None:
+    """Refuse a checkpoint of another experiment or of a config this run cannot continue."""
+    problems = []
+    saved_exp = state["experiment"]
+    if saved_exp["name"] != run.experiment.name:
+        problems.append(f"it belongs to experiment {saved_exp['name']!r}, not {run.experiment.name!r}")
+    for slot, name in run.experiment.class_names().items():
+        if saved_exp.get(slot) != name:
+            problems.append(f"{slot} was {saved_exp.get(slot)}, now {name}")
+    for label, saved, current, allowed in (("model", state["model_config"], run.model_config, set()),
+                                           ("train", state["training_config"], run.train_config, RESUMABLE_CHANGES)):
+        now = dataclasses.asdict(current)
+        for key in sorted(set(saved) | set(now)):
+            if key not in allowed and saved.get(key) != now.get(key):
+                problems.append(f"{label}.{key} was {saved.get(key)!r}, now {now.get(key)!r}")
+    if problems:
+        raise CheckpointError(f"cannot resume from {run.resume}:\n  - " + "\n  - ".join(problems) +
+                              "\nrun with the same experiment, preset and overrides as the checkpoint's run, "
+                              "or start a new run in another --log-dir")
+
+
+def inference(args: argparse.Namespace) -> None:
+    from gptlab.evaluation.samples import generate_samples
+    from gptlab.training.distributed import default_device
+    state = ckpt.load_checkpoint(args.inference, check=False)
+    model = model_from_checkpoint(state)
+    device = args.device or default_device()
+    model.to(device).eval()
+    print(f"{args.inference}: experiment {state['experiment']['name']}, step {state['step']}, "
+          f"{model.num_params():,} parameters, on {device}")
+    top_k = args.top_k if args.top_k and args.top_k > 0 else None
+    for i, text in enumerate(generate_samples(model, args.prompt, args.num_samples, args.max_new_tokens, device,
+                                              seed=args.seed or 42, temperature=args.temperature, top_k=top_k)):
+        print(f"--- sample {i}\n{text}")
+
+
+def model_from_checkpoint(state: dict):
+    """The GPT a checkpoint describes, its weights loaded. Component classes are found
+    again by the experiment file the checkpoint names (or by their dotted names)."""
+    from gptlab.models.gpt import GPT
+    saved = state["experiment"]
+    try:
+        exp = load_experiment(saved["path"] if Path(saved["path"]).is_file() else saved["name"])
+    except ExperimentError as e:
+        raise CheckpointError(f"the checkpoint's experiment {saved['name']!r} cannot be loaded: {e}") from None
+    names = exp.class_names()
+    differ = [slot for slot in names if names[slot] != saved.get(slot)]
+    if differ:
+        raise CheckpointError(f"experiment {exp.path} no longer matches the checkpoint: "
+                              + ", ".join(f"{s} is {names[s]}, was {saved.get(s)}" for s in differ))
+    config = GPTConfig(**state["model_config"])
+    model = GPT(config, exp.attention_class, exp.position_encoding_class, exp.mlp_class, exp.norm_class)
+    model.load_state_dict(state["model"])
+    return model
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser().parse_args(argv)
+    from gptlab.training import distributed
+    try:
+        if args.inference:
+            inference(args)
+            return 0
+        nproc = distributed.should_launch_torchrun(args.no_launch)
+        if nproc:
+            command = distributed.torchrun_command(sys.argv[0], argv, nproc)
+            print(f"{nproc} GPUs: running {' '.join(command)} (use --no-launch for one process)", flush=True)
+            return subprocess.call(command)
+        ctx = distributed.setup(args.device)
+        try:
+            run = resolve_run(args)
+            distributed.barrier(ctx)  # every rank has seen the log directory before rank 0 writes to it
+            from gptlab.training.trainer import train
+            use_compile = run.train_config.compile and not args.no_compile and ctx.device_type == "cuda"
+            train(run, ctx, compile_model=use_compile)
+        finally:
+            distributed.teardown()
+    except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,98 @@
+"""Process setup: one process, or one per device under torchrun (NCCL on CUDA, gloo on CPU)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: str = "cpu"
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def ddp(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def device_type(self) -> str:
+        return "cuda" if self.device.startswith("cuda") else self.device.split(":")[0]
+
+
+def default_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def setup(device: str | None = None) -> Dist:
+    """Read torchrun's environment; start the process group when there is more than one rank."""
+    if "RANK" not in os.environ:
+        return Dist(device=device or default_device())
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    device = device or default_device()
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return Dist(rank=rank, local_rank=local_rank, world_size=world, device=device)
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(ctx: Dist) -> None:
+    if ctx.ddp:
+        dist.barrier()
+
+
+def mean_over_ranks(value: torch.Tensor, ctx: Dist) -> torch.Tensor:
+    if ctx.ddp:
+        dist.all_reduce(value, op=dist.ReduceOp.AVG if ctx.device_type == "cuda" else dist.ReduceOp.SUM)
+        if ctx.device_type != "cuda":  # gloo has no AVG
+            value /= ctx.world_size
+    return value
+
+
+def sum_over_ranks(value: torch.Tensor, ctx: Dist) -> torch.Tensor:
+    if ctx.ddp:
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+    return value
+
+
+def gather_objects(obj, ctx: Dist) -> list:
+    """[obj of rank 0, obj of rank 1, ...] on every rank."""
+    if not ctx.ddp:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def torchrun_command(script: str, argv: list[str], nproc: int) -> list[str]:
+    """The command that restarts this script under torchrun on nproc local devices."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            script, *argv]
+
+
+def should_launch_torchrun(no_launch: bool) -> int:
+    """Number of GPUs to relaunch on when started plainly on a machine with several, else 0."""
+    if no_launch or "RANK" in os.environ or not torch.cuda.is_available():
+        return 0
+    count = torch.cuda.device_count()
+    return count if count > 1 else 0

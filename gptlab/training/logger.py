@@ -1,0 +1,42 @@
+"""The run log: `log.txt` lines `<step> <key> <value>` (build-nanogpt's format: `train`,
+`val`, `hella`; other keys for other records), `# ` header lines that describe the run.
+Only rank 0 writes. The file is appended to, never truncated."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+class RunLog:
+    def __init__(self, log_dir: Path, enabled: bool = True):
+        self.path = Path(log_dir) / "log.txt"
+        self.enabled = enabled
+
+    def _write(self, line: str) -> None:
+        if self.enabled:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+
+    def header(self, key: str, value) -> None:
+        text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        self._write(f"# {key} {text}")
+
+    def record(self, step: int, key: str, value) -> None:
+        text = f"{value:.6f}" if isinstance(value, float) else str(value)
+        self._write(f"{step} {key} {text}")
+
+
+def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
+    """{key: [(step, value), ...]} of the numeric records in a log.txt; the last value
+    for a step wins (a resumed run repeats the steps after its checkpoint)."""
+    series: dict[str, dict[int, float]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) != 3 or not parts[0].isdigit():
+            continue
+        try:
+            series.setdefault(parts[1], {})[int(parts[0])] = float(parts[2])
+        except ValueError:
+            continue
+    return {key: sorted(values.items()) for key, values in series.items()}
