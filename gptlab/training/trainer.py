@@ -113,9 +113,10 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         return run.resume
     if ctx.master:
         _describe(run, ctx, model, accum, data.description, log, start_step)
-    run_model = torch.compile(model) if compile_model else model
+    compiled = torch.compile(model) if compile_model else model
+    run_model = compiled  # what the training step calls: wrapped in DDP when there are several ranks
     if ctx.ddp:
-        run_model = DDP(run_model, device_ids=[ctx.local_rank] if ctx.device_type == "cuda" else None)
+        run_model = DDP(compiled, device_ids=[ctx.local_rank] if ctx.device_type == "cuda" else None)
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if ctx.device_type == "cuda"
                 else contextlib.nullcontext())
     hella_file, hella_why = (hellaswag.fetch() if cfg.hellaswag else (None, "train.hellaswag is off"))
@@ -127,7 +128,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
     for step in range(start_step, cfg.max_steps + 1):
         last = step == cfg.max_steps
         if (step % cfg.eval_interval == 0 or last) and not (step == start_step and run.resume is not None):
-            _evaluate(step, model, run_model, data, cfg, ctx, log, autocast, hella_file, hella_why)
+            _evaluate(step, model, compiled, data, cfg, ctx, log, autocast, hella_file, hella_why)
             if step > 0:
                 last_checkpoint = _save(run, step, model, optimizer, data, ctx, bad_steps)
         if last:
@@ -209,17 +210,19 @@ def _describe(run: Run, ctx: Dist, model: GPT, accum: int, data_description: str
 
 
 @torch.no_grad()
-def _evaluate(step, model, run_model, data, cfg: TrainingConfig, ctx: Dist, log: RunLog, autocast,
+def _evaluate(step, model, compiled, data, cfg: TrainingConfig, ctx: Dist, log: RunLog, autocast,
               hella_file, hella_why) -> None:
-    run_model.eval()
-    data.val.reset()
-    val_loss = torch.zeros((), device=ctx.device)
-    for _ in range(cfg.val_steps):
+    compiled.eval()
+    data.val.reset()  # the same val_steps batches every time, whatever the number of ranks:
+    val = torch.zeros(2, device=ctx.device)  # (loss sum, batches); batch i is scored by rank i % world
+    for i in range(cfg.val_steps):
         x, y = data.val.next_batch()
-        with autocast:
-            _, loss = run_model(x.to(ctx.device), y.to(ctx.device))
-        val_loss += loss.detach() / cfg.val_steps
-    mean_over_ranks(val_loss, ctx)
+        if i % ctx.world_size == ctx.rank:
+            with autocast:
+                _, loss = compiled(x.to(ctx.device), y.to(ctx.device))
+            val += torch.stack([loss.detach().float(), torch.ones((), device=ctx.device)])
+    sum_over_ranks(val, ctx)
+    val_loss = val[0] / val[1]
     log.record(step, "val", f"{val_loss.item():.4f}")
     message = f"step {step:5d} | val {val_loss.item():.4f}"
     if hella_file is not None:

@@ -1,0 +1,113 @@
+"""train.py end to end: real runs of the smoke preset in temporary directories."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptlab.paths import REPO_ROOT
+from gptlab.training import checkpoint as ckpt
+from gptlab.training.cli import main
+from gptlab.training.distributed import torchrun_command
+from gptlab.training.logger import read_log
+from tests.conftest import EXPERIMENTS
+
+OFFLINE = ["train.hellaswag=false"]
+
+
+def run_train(*args, timeout=300):
+    return subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=os.getcwd())
+
+
+def test_help_documents_the_flags_and_the_override_syntax():
+    out = run_train("--help").stdout
+    for text in ("--experiment", "--preset", "--resume", "--inference", "--max-steps", "--log-dir", "--seed",
+                 "--device", "--no-compile", "model.FIELD=VALUE", "n_kv_head", "total_batch_size"):
+        assert text in out
+
+
+def test_smoke_run_writes_the_log_and_checkpoints_then_generates(tmp_path):
+    log_dir = tmp_path / "run"
+    result = run_train("--experiment", "rope", "--preset", "smoke", "--log-dir", str(log_dir), "--max-steps", "4",
+                       "train.eval_interval=2", *OFFLINE)
+    assert result.returncode == 0, result.stderr
+    assert "data: embedded corpus" in result.stdout and "tok/sec" in result.stdout
+    series = read_log(log_dir / "log.txt")
+    assert [s for s, _ in series["train"]] == [0, 1, 2, 3]
+    assert [s for s, _ in series["val"]] == [0, 2, 4]
+    assert series["val"][-1][1] < series["val"][0][1]
+    text = (log_dir / "log.txt").read_text()
+    assert "0 hella skipped" in text and "# experiment" in text and "# data embedded corpus" in text
+    assert [p.name for p in ckpt.list_checkpoints(log_dir)] == ["model_00004.pt", "model_00002.pt"]
+    state = torch.load(log_dir / "model_00004.pt", weights_only=True)
+    assert state["step"] == 4 and state["model_config"]["n_layer"] == 2
+    assert state["experiment"]["position_encoding_class"] == "gptlab.modules.position.RoPE"
+
+    result = run_train("--inference", str(log_dir / "model_00004.pt"), "--num-samples", "2",
+                       "--max-new-tokens", "8", "--prompt", "The function")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("--- sample") == 2 and result.stdout.count("The function") == 2
+
+
+def test_every_shipped_experiment_trains_a_few_smoke_steps(tmp_path, capsys):
+    for name in EXPERIMENTS:
+        code = main(["--experiment", name, "--preset", "smoke", "--log-dir", str(tmp_path / name),
+                     "--max-steps", "2", "train.num_samples=1", *OFFLINE])
+        assert code == 0, capsys.readouterr().err
+        assert (tmp_path / name / "model_00002.pt").is_file()
+
+
+def test_a_new_run_never_overwrites_an_existing_one(tmp_path, capsys):
+    args = ["--preset", "smoke", "--log-dir", str(tmp_path), "--max-steps", "1", "train.num_samples=0", *OFFLINE]
+    assert main(args) == 0
+    before = (tmp_path / "log.txt").read_bytes()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "log.txt").read_bytes() == before
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.n_layers=3", "GPTConfig has no field 'n_layers'; did you mean n_layer"),
+    ("train.max_lr=fast", "TrainingConfig.max_lr takes a float, got 'fast'"),
+    ("n_layer=3", "not of the form model.FIELD=VALUE"),
+    ("train.total_batch_size=1000", "total_batch_size=1000 is not divisible by"),
+    ("model.n_head=5", "n_embd=64 is not divisible by n_head=5"),
+])
+def test_bad_overrides_are_one_clear_error(tmp_path, capsys, override, message):
+    assert main(["--preset", "smoke", "--log-dir", str(tmp_path), override, *OFFLINE]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "log.txt").exists()
+
+
+def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
+    common = ["--experiment", "baseline", "--preset", "smoke", "--max-steps", "6", "train.eval_interval=3", *OFFLINE]
+    ddp = subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", str(REPO_ROOT / "train.py"),
+                          "--log-dir", str(tmp_path / "ddp"), *common], capture_output=True, text=True, timeout=300)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = run_train("--log-dir", str(tmp_path / "single"), *common)
+    assert single.returncode == 0, single.stderr
+
+    ddp_log, single_log = read_log(tmp_path / "ddp" / "log.txt"), read_log(tmp_path / "single" / "log.txt")
+    # total batch 1024 = 8 x 64 x 2: one process accumulates 2 micro-batches, two ranks read one each
+    assert "# batch" in (tmp_path / "ddp" / "log.txt").read_text()
+    for key in ("train", "val"):
+        for (s1, a), (s2, b) in zip(ddp_log[key], single_log[key], strict=True):
+            assert s1 == s2 and abs(a - b) < 1e-4, (key, s1, a, b)
+    assert all(spread == 0.0 for _, spread in ddp_log["rank_param_spread"])  # ranks hold identical weights
+    a = torch.load(tmp_path / "ddp" / "model_00006.pt", weights_only=True)
+    b = torch.load(tmp_path / "single" / "model_00006.pt", weights_only=True)
+    assert len(a["loader"]) == 2 and a["loader"][0]["position"] != a["loader"][1]["position"]
+    for name in b["model"]:
+        torch.testing.assert_close(a["model"][name], b["model"][name], atol=1e-5, rtol=1e-4)
+
+
+def test_plain_start_on_several_gpus_relaunches_under_torchrun():
+    command = torchrun_command("train.py", ["--experiment", "rope"], 8)
+    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "train.py",
+                           "--experiment", "rope"]
