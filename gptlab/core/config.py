@@ -90,7 +90,8 @@ class TrainingConfig:
     max_lr: float = 6e-4
     min_lr_ratio: float = 0.1  # cosine decay ends at max_lr * min_lr_ratio
     warmup_steps: int = 715
-    max_steps: int = 19073
+    max_steps: int = 19073  # the schedule's length
+    stop_at: int = 0  # stop (with a checkpoint) after this many steps, schedule unchanged; 0 = max_steps
     weight_decay: float = 0.1  # applied to 2-D weights only
     beta1: float = 0.9
     beta2: float = 0.95
@@ -115,7 +116,7 @@ class TrainingConfig:
                      "eval_interval", "val_steps", "max_bad_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("warmup_steps", "hellaswag_limit", "num_samples", "sample_length", "keep_last"):
+        for name in ("warmup_steps", "stop_at", "hellaswag_limit", "num_samples", "sample_length", "keep_last"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be 0 or more")
         if self.max_lr <= 0:

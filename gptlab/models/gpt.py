@@ -103,10 +103,11 @@ class GPT(nn.Module):
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype = torch.bfloat16) -> int:
         """Bytes of KV cache one token costs across all layers, measured on a real cache."""
-        caches = self.new_caches()
-        param = next(self.parameters())
+        caches, param, was_training = self.new_caches(), next(self.parameters()), self.training
         with torch.no_grad():
+            self.eval()  # no dropout: measuring must not draw from the RNG
             self(torch.zeros(1, 1, dtype=torch.long, device=param.device), caches=caches)
+            self.train(was_training)
         return sum(c.bytes_per_token() for c in caches) * dtype.itemsize // param.element_size()
 
 

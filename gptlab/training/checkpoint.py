@@ -14,6 +14,7 @@ import hashlib
 import os
 import random
 import re
+import shutil
 import warnings
 from pathlib import Path
 
@@ -71,11 +72,14 @@ def save_checkpoint(path: Path, state: dict) -> None:
         _atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
         digest = _sha256(path)
         _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
-    except OSError as e:
+    except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         path.unlink(missing_ok=True)
-        raise CheckpointError(f"could not write checkpoint {path}: {e.strerror or e}. Earlier checkpoints in "
-                              f"{path.parent} are intact; free disk space (or fix permissions) and resume "
-                              f"with --resume auto") from None
+        path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:200]
+        free = shutil.disk_usage(path.parent).free / 2**20
+        raise CheckpointError(f"could not write checkpoint {path} ({reason}; {free:,.0f} MiB free there). "
+                              f"Earlier checkpoints in {path.parent} are intact; free disk space (or fix "
+                              f"permissions) and continue with --resume auto") from None
 
 
 def verify(path: Path) -> str | None:
@@ -135,6 +139,12 @@ def prune_checkpoints(log_dir: Path, keep_last: int) -> None:
     for path in list_checkpoints(log_dir)[keep_last:]:
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(log_dir: Path) -> None:
+    """Delete what saves that were killed midway left behind (never a finished checkpoint)."""
+    for tmp in Path(log_dir).glob(".model_*.pt*.tmp*"):
+        tmp.unlink(missing_ok=True)
 
 
 def rng_state(device_type: str) -> dict:

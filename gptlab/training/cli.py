@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,7 @@ examples:
 """
 
 # training fields that may change when a run is resumed: they do not alter the trajectory
-RESUMABLE_CHANGES = {"max_steps", "eval_interval", "val_steps", "hellaswag", "hellaswag_limit", "num_samples",
+RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_steps", "hellaswag", "hellaswag_limit", "num_samples",
                      "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile", "data_dir"}
 
 
@@ -102,8 +103,8 @@ def resolve_run(args: argparse.Namespace) -> Run:
     if args.resume == "auto":
         run.resume = ckpt.latest_checkpoint(log_dir)
         if run.resume is None:
-            _refuse_existing_run(log_dir)
-            print(f"no intact checkpoint in {log_dir}: starting a new run")
+            _refuse_other_experiment(log_dir, exp.name)
+            print(f"no intact checkpoint in {log_dir}: starting the run from step 0")
     elif args.resume:
         run.resume = Path(args.resume).expanduser().resolve()
     else:
@@ -132,6 +133,20 @@ def _refuse_existing_run(log_dir: Path) -> None:
                             f"Nothing was changed")
 
 
+def _refuse_other_experiment(log_dir: Path, name: str) -> None:
+    """A log directory with no checkpoint may hold the start of this experiment's run
+    (it died before its first checkpoint), never another experiment's."""
+    log = log_dir / "log.txt"
+    if not log.exists():
+        return
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("# experiment "):
+            other = json.loads(line[len("# experiment "):]).get("name")
+            if other != name:
+                raise TrainingError(f"{log_dir} holds a run of experiment {other!r}, not {name!r}; "
+                                    f"give this run its own --log-dir. Nothing was changed")
+
+
 def check_compatible(state: dict, run: Run) -> None:
     """Refuse a checkpoint of another experiment or of a config this run cannot continue."""
     problems = []
@@ -156,7 +171,7 @@ def check_compatible(state: dict, run: Run) -> None:
 def inference(args: argparse.Namespace) -> None:
     from gptlab.evaluation.samples import generate_samples
     from gptlab.training.distributed import default_device
-    state = ckpt.load_checkpoint(args.inference, check=False)
+    state = ckpt.load_checkpoint(args.inference)
     model = model_from_checkpoint(state)
     device = args.device or default_device()
     model.to(device).eval()
@@ -190,7 +205,7 @@ def model_from_checkpoint(state: dict):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = parser().parse_args(argv)
+    args = parser().parse_intermixed_args(argv)
     from gptlab.training import distributed
     try:
         if args.inference:

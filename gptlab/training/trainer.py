@@ -103,7 +103,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
             raise TrainingError(f"{run.resume} was written by {len(state['loader'])} process(es), this run has "
                                 f"{ctx.world_size}; resume with the same number of processes")
         data.train.load_state_dict(state["loader"][ctx.rank])
-        ckpt.set_rng_state(state["rng"][ctx.rank], ctx.device_type)
+        rng = state["rng"][ctx.rank]
         bad_steps = state.get("bad_steps", 0)
         del state
 
@@ -112,6 +112,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
             print(f"the run is already complete: {run.resume} is at step {start_step} of {cfg.max_steps}")
         return run.resume
     if ctx.master:
+        ckpt.remove_stale_temporaries(run.log_dir)
         _describe(run, ctx, model, accum, data.description, log, start_step)
     compiled = torch.compile(model) if compile_model else model
     run_model = compiled  # what the training step calls: wrapped in DDP when there are several ranks
@@ -125,13 +126,21 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
     peak = peak_flops(ctx)
     last_checkpoint = None
 
-    for step in range(start_step, cfg.max_steps + 1):
+    if run.resume is not None:
+        ckpt.set_rng_state(rng, ctx.device_type)  # last, so that nothing in the set-up draws from it
+    stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
+    for step in range(start_step, stop + 1):
         last = step == cfg.max_steps
-        if (step % cfg.eval_interval == 0 or last) and not (step == start_step and run.resume is not None):
+        resumed_here = step == start_step and run.resume is not None  # evaluated and saved before
+        if not resumed_here and (step % cfg.eval_interval == 0 or last):
             _evaluate(step, model, compiled, data, cfg, ctx, log, autocast, hella_file, hella_why)
             if step > 0:
                 last_checkpoint = _save(run, step, model, optimizer, data, ctx, bad_steps)
-        if last:
+        elif not resumed_here and step == stop:
+            last_checkpoint = _save(run, step, model, optimizer, data, ctx, bad_steps)
+        if step == stop:
+            if not last and ctx.master:
+                print(f"stopped at step {step} of {cfg.max_steps} (train.stop_at); continue with --resume auto")
             break
 
         t0 = time.perf_counter()

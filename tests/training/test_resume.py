@@ -1,0 +1,149 @@
+"""Exact resume, checkpoint integrity and retention, non-finite steps."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from gptlab.paths import REPO_ROOT
+from gptlab.training import checkpoint as ckpt
+from gptlab.training.cli import main
+from gptlab.training.logger import read_log
+
+# dropout makes the RNG state part of what must be restored
+BASE = ["--preset", "smoke", "--max-steps", "6", "train.eval_interval=3", "train.num_samples=0",
+        "train.hellaswag=false", "model.dropout=0.1"]
+
+
+def assert_bitwise_equal(a: dict, b: dict):
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], dict):
+            assert_bitwise_equal(a[key], b[key])
+        elif torch.is_tensor(a[key]):
+            assert torch.equal(a[key], b[key]), key
+        else:
+            assert a[key] == b[key], key
+
+
+def final_state(log_dir: Path, step: int = 6) -> dict:
+    return torch.load(log_dir / f"model_{step:05d}.pt", weights_only=True)
+
+
+def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path):
+    assert main([*BASE, "--log-dir", str(tmp_path / "whole")]) == 0
+    assert main([*BASE, "--log-dir", str(tmp_path / "split"), "train.stop_at=4"]) == 0
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path / "split")] == ["model_00004.pt", "model_00003.pt"]
+    assert main([*BASE, "--log-dir", str(tmp_path / "split"), "--resume", "auto"]) == 0
+    whole, split = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
+    assert_bitwise_equal(whole["model"], split["model"])
+    assert_bitwise_equal(whole["optimizer"]["state"], split["optimizer"]["state"])
+    assert whole["loader"] == split["loader"]
+    # the log continues: every step's loss is there, the repeated ones identical
+    assert read_log(tmp_path / "whole" / "log.txt")["train"] == read_log(tmp_path / "split" / "log.txt")["train"]
+
+
+def test_two_process_ddp_resume_is_bitwise_identical(tmp_path):
+    def torchrun(*args):
+        result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                                 str(REPO_ROOT / "train.py"), *BASE, *args], capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    torchrun("--log-dir", str(tmp_path / "whole"))
+    torchrun("--log-dir", str(tmp_path / "split"), "train.stop_at=2")
+    torchrun("--log-dir", str(tmp_path / "split"), "--resume", str(tmp_path / "split" / "model_00002.pt"))
+    whole, split = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
+    assert_bitwise_equal(whole["model"], split["model"])
+    assert len(whole["loader"]) == 2 and whole["loader"] == split["loader"]
+
+
+def test_keep_last_keeps_only_the_newest_checkpoints(tmp_path):
+    assert main([*BASE, "--log-dir", str(tmp_path), "train.eval_interval=1", "train.keep_last=2"]) == 0
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["model_00006.pt", "model_00005.pt"]
+    assert not list(tmp_path.glob("model_00004*"))
+
+
+def test_resume_auto_skips_a_damaged_checkpoint_with_a_warning(tmp_path, capsys):
+    assert main([*BASE, "--log-dir", str(tmp_path)]) == 0
+    newest = tmp_path / "model_00006.pt"
+    data = bytearray(newest.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: torch might still read it, the checksum does not match
+    newest.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="skipping checkpoint .*model_00006.pt: its contents do not match"):
+        assert ckpt.latest_checkpoint(tmp_path) == tmp_path / "model_00003.pt"
+    (tmp_path / "model_00003.pt.sha256").unlink()  # as if killed between the rename and the marker
+    with pytest.warns(UserWarning, match="completion marker is missing"):
+        assert ckpt.latest_checkpoint(tmp_path) is None
+
+
+def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    assert main([*BASE, "--log-dir", str(tmp_path), "train.stop_at=3"]) == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("model_*")}
+    size = (tmp_path / "model_00003.pt").stat().st_size
+
+    def small_files():  # the disk "fills up": no file may grow past half a checkpoint
+        import resource
+        import signal
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size // 2, size // 2))
+
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *BASE, "--log-dir", str(tmp_path),
+                             "--resume", "auto"], capture_output=True, text=True, timeout=300, preexec_fn=small_files)
+    assert result.returncode == 2
+    assert "could not write checkpoint" in result.stderr and "are intact" in result.stderr
+    assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("model_*")} == before
+    assert not list(tmp_path.glob(".model_*")) and ckpt.verify(tmp_path / "model_00003.pt") is None
+
+
+FLAKY = """
+    import torch
+    from gptlab.modules import MLP
+
+    class FlakyMLP(MLP):
+        # returns NaN during training forward passes number {first} to {last} (counting from 1)
+        calls = 0
+
+        def forward(self, x):
+            out = super().forward(x)
+            if torch.is_grad_enabled():
+                FlakyMLP.calls += 1
+                if {first} <= FlakyMLP.calls <= {last}:
+                    return out * float("nan")
+            return out
+
+    MLP_CLASS = FlakyMLP
+"""
+
+
+def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
+    exp = tmp_path / "flaky.py"
+    # smoke: 2 layers x 2 micro-steps = 4 MLP calls per step; step 2 (calls 9-12) gets NaN
+    exp.write_text(textwrap.dedent(FLAKY.format(first=9, last=9)))
+    args = ["--experiment", str(exp), *BASE, "model.dropout=0.0", "--log-dir", str(tmp_path / "run")]
+    assert main([*args, "train.stop_at=2"]) == 0
+    before = final_state(tmp_path / "run", 2)
+    assert main([*args[:-2], "--log-dir", str(tmp_path / "run2"), "train.stop_at=3"]) == 0
+    after = final_state(tmp_path / "run2", 3)
+    assert_bitwise_equal(before["model"], after["model"])  # step 2 changed nothing
+    assert "2 skipped_nonfinite 1" in (tmp_path / "run2" / "log.txt").read_text()
+
+
+def test_consecutive_non_finite_steps_stop_the_run_keeping_the_last_checkpoint(tmp_path, capsys):
+    exp = tmp_path / "diverge.py"
+    exp.write_text(textwrap.dedent(FLAKY.format(first=17, last=10**9)))  # from step 4 on
+    code = main(["--experiment", str(exp), *BASE, "--log-dir", str(tmp_path), "--max-steps", "20",
+                 "train.max_bad_steps=3"])
+    assert code == 2
+    err = capsys.readouterr().err
+    # steps 4 and 5 are skipped, step 6's checkpoint holds the weights of step 4, step 6 is the third
+    assert "3 consecutive steps had a non-finite loss or gradient norm (last at step 6)" in err
+    assert "model_00006.pt" in err
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["model_00006.pt", "model_00003.pt"]
+    assert ckpt.verify(tmp_path / "model_00006.pt") is None
+    last = final_state(tmp_path, 6)
+    assert all(torch.isfinite(t).all() for t in last["model"].values()) and last["bad_steps"] == 2
