@@ -54,9 +54,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
     p.add_argument("--seed", type=int, help="shorthand for train.seed=N")
     p.add_argument("--log-dir", type=Path, help="default: log_train/<experiment>/log")
-    p.add_argument("--resume", metavar="CKPT|auto",
-                   help="continue from a checkpoint, or 'auto' for the newest intact one in the log directory "
-                        "(a new run if there is none)")
+    p.add_argument("--resume", metavar="CKPT|auto", nargs="?", const="auto",
+                   help="continue from a checkpoint; 'auto' (or --resume alone) takes the newest intact one in "
+                        "the log directory, or starts the run if there is none")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--no-compile", action="store_true", help="do not torch.compile the model (it is on CUDA)")
     p.add_argument("--no-launch", action="store_true",

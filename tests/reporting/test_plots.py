@@ -1,0 +1,45 @@
+import subprocess
+import sys
+
+import pytest
+
+from gptlab.paths import REPO_ROOT
+from gptlab.reporting.plots import label_of
+from gptlab.training.logger import read_log
+
+LOG = """# experiment {"name": "x"}
+0 val 10.9
+0 hella skipped
+0 train 10.95
+0 sample 'Hello, world'
+1 train 9.5
+2 train 9.0
+2 val 9.1
+2 hella 0.2500
+1 train 9.4
+"""
+
+
+def test_read_log_takes_numeric_records_and_the_last_value_of_a_repeated_step(tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text(LOG)
+    series = read_log(path)
+    assert series["train"] == [(0, 10.95), (1, 9.4), (2, 9.0)]  # step 1 repeated after a resume
+    assert series["val"] == [(0, 10.9), (2, 9.1)] and series["hella"] == [(2, 0.25)]
+
+
+def test_plot_overlays_several_logs(tmp_path):
+    pytest.importorskip("matplotlib")
+    for name in ("baseline", "rope"):
+        (tmp_path / name / "log").mkdir(parents=True)
+        (tmp_path / name / "log" / "log.txt").write_text(LOG)
+    out = tmp_path / "curves.png"
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "plot_training_log.py"),
+                             str(tmp_path / "baseline/log/log.txt"), str(tmp_path / "rope/log/log.txt"),
+                             str(out), "0"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert label_of(tmp_path / "rope/log/log.txt") == "rope"
+    missing = subprocess.run([sys.executable, str(REPO_ROOT / "plot_training_log.py"), str(tmp_path / "no.txt"),
+                              str(out)], capture_output=True, text=True)
+    assert missing.returncode == 2 and "no log file" in missing.stderr
