@@ -88,9 +88,10 @@ class RoPE(PositionEncoding):
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
     def rotate(self, x: Tensor, pos: Tensor) -> Tensor:
-        cos, sin = self.cos[pos].to(x.dtype), self.sin[pos].to(x.dtype)  # (T, D/2)
-        x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)
-        return torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1).flatten(-2)
+        cos, sin = self.cos[pos], self.sin[pos]  # (T, D/2)
+        x_even, x_odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # rotate in float32, as under bf16
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+        return rotated.flatten(-2).type_as(x)
 
 
 def alibi_slopes(n_head: int) -> Tensor:

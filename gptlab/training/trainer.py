@@ -181,10 +181,12 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
         tok_per_sec = tokens_per_step / dt
-        mfu = f" | mfu {100 * flops_per_step / dt / (peak * ctx.world_size):.1f}%" if peak else ""
+        gpu = f" | mfu {100 * flops_per_step / dt / (peak * ctx.world_size):.1f}%" if peak else ""
+        if ctx.device_type == "cuda":
+            gpu += f" | mem {torch.cuda.max_memory_allocated(device) / 2**30:.1f}GiB"
         if ctx.master:
             print(f"step {step:5d} | loss {loss_accum.item():.6f} | lr {lr:.4e} | norm {norm.item():.4f} | "
-                  f"dt {dt * 1000:.1f}ms | tok/sec {tok_per_sec:,.0f}{mfu} | data {100 * data_time / dt:.1f}%",
+                  f"dt {dt * 1000:.1f}ms | tok/sec {tok_per_sec:,.0f}{gpu} | data {100 * data_time / dt:.1f}%",
                   flush=True)
         log.record(step, "train", loss_accum.item())
         log.record(step, "lr", lr)
@@ -197,7 +199,7 @@ def _describe(run: Run, ctx: Dist, model: GPT, accum: int, data_description: str
               start_step: int) -> None:
     exp = run.experiment
     lines = {
-        "run": "resumed from " + str(run.resume) + f" at step {start_step}" if run.resume else "started",
+        "run": f"resumed from {run.resume} at step {start_step}" if run.resume else "started",
         "experiment": {"name": exp.name, "path": str(exp.path), "preset": run.preset, **exp.class_names()},
         "model_config": dataclasses.asdict(run.model_config),
         "training_config": dataclasses.asdict(run.train_config),

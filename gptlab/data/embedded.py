@@ -1,0 +1,72 @@
+"""The embedded corpus: English text every Python installation has, so a run needs no
+download. Documents are the pages of CPython's bundled help topics (`pydoc_data`) and the
+docstrings of each standard-library module. Every tenth document (by sorted name) is
+validation, so the two splits never share text. Tokenised once, cached under data/."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+
+from gptlab.data.shards import atomic_save, load_shard
+from gptlab.data.tokenizer import EOT, gpt2_encoding
+from gptlab.paths import DATA_DIR
+
+VAL_EVERY = 10
+
+
+def documents() -> dict[str, str]:
+    from pydoc_data.topics import topics
+    docs = {f"topic:{name}": text for name, text in topics.items()}
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.rglob("*.py")):
+        relative = path.relative_to(stdlib)
+        if relative.parts[0] in ("site-packages", "test", "idlelib") or "tests" in relative.parts:
+            continue
+        text = _docstrings(path)
+        if text:
+            docs[f"module:{relative.as_posix()}"] = text
+    return docs
+
+
+def _docstrings(path: Path) -> str:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return ""
+    nodes = (n for n in ast.walk(tree)
+             if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)))
+    return "\n\n".join(filter(None, (ast.get_docstring(n) for n in nodes)))
+
+
+def corpus_dir() -> Path:
+    """One cache per Python version, since the text comes from the installation."""
+    return DATA_DIR / "embedded" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+
+
+def embedded_splits() -> dict[str, np.ndarray]:
+    """{"train": tokens, "val": tokens}, building and caching them on first use."""
+    directory = corpus_dir()
+    paths = {split: directory / f"embedded_{split}_000000.npy" for split in ("train", "val")}
+    if not all(p.is_file() for p in paths.values()):
+        directory.mkdir(parents=True, exist_ok=True)
+        docs = documents()
+        names = sorted(docs)
+        val_names = set(names[::VAL_EVERY])
+        enc = gpt2_encoding()
+        for split in ("train", "val"):
+            chosen = [docs[n] for n in names if (n in val_names) == (split == "val")]
+            tokens = [[EOT] + t for t in enc.encode_ordinary_batch(chosen, num_threads=4)]
+            atomic_save(paths[split], np.concatenate([np.array(t, dtype=np.uint16) for t in tokens]))
+    return {split: load_shard(p) for split, p in paths.items()}
+
+
+def describe(splits: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256(np.ascontiguousarray(splits["train"][:100_000]).tobytes()).hexdigest()[:12]
+    return (f"embedded corpus (CPython {sys.version.split()[0]} help topics and stdlib docstrings): "
+            f"{len(splits['train']):,} train / {len(splits['val']):,} val tokens, sha256 {digest}")

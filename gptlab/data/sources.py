@@ -1,0 +1,48 @@
+"""Which tokens a run trains on: prepared FineWeb-Edu shards, or the embedded corpus."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptlab.core.config import TrainingConfig
+from gptlab.data import embedded
+from gptlab.data.fineweb import DEFAULT_DIR
+from gptlab.data.loader import TokenLoader
+from gptlab.data.shards import DataError, list_shards, load_shard
+
+
+@dataclass
+class Data:
+    train: TokenLoader
+    val: TokenLoader
+    description: str
+
+
+def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: int = 1) -> Data:
+    """data="fineweb": shards in data_dir (an error if there are none); "embedded": the
+    embedded corpus; "auto": shards if the default directory (or data_dir) holds any,
+    else the embedded corpus."""
+    data_dir = Path(train.data_dir) if train.data_dir else DEFAULT_DIR
+    use_shards = train.data == "fineweb" or (train.data == "auto" and (bool(train.data_dir) or data_dir.is_dir()))
+    if use_shards:
+        val_paths, train_paths = list_shards(data_dir, "val"), list_shards(data_dir, "train")
+        if not train_paths or not val_paths:
+            raise DataError(f"data directory {data_dir} holds {len(train_paths)} train and {len(val_paths)} val "
+                            f"shards (*_train_*.npy, *_val_*.npy); prepare FineWeb-Edu with "
+                            f"`python -m gptlab.data.fineweb --out {data_dir}`, or train on the embedded corpus "
+                            f"with train.data=embedded")
+        train_shards, val_shards = [load_shard(p) for p in train_paths], [load_shard(p) for p in val_paths]
+        total = sum(len(s) for s in train_shards)
+        description = (f"FineWeb-Edu shards in {data_dir}: {len(train_shards)} train shards ({total:,} tokens), "
+                       f"{len(val_shards)} val")
+    else:
+        splits = embedded.embedded_splits()
+        train_shards, val_shards = [splits["train"]], [splits["val"]]
+        description = embedded.describe(splits)
+        if train.data == "auto":
+            description += f" (no prepared data in {data_dir})"
+    return Data(train=TokenLoader(train_shards, B, T, rank, world_size, name=f"train data ({description})"),
+                # every rank reads the whole validation stream and scores its share of the batches
+                val=TokenLoader(val_shards, B, T, 0, 1, name=f"val data ({description})"),
+                description=description)

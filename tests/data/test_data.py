@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+
+from gptlab.data import embedded
+from gptlab.data.fineweb import read_progress, tokenize, write_shards
+from gptlab.data.loader import TokenLoader
+from gptlab.data.shards import DataError, list_shards, load_shard
+from gptlab.data.tokenizer import EOT, gpt2_encoding
+
+TEXTS = [f"Document number {i} says {'hello ' * (i % 7)}and ends here." for i in range(60)]
+
+
+def test_gpt2_encoding_builds_offline_with_gpt2_ids():
+    enc = gpt2_encoding()
+    # the ids build-nanogpt prints for its sampling prompt
+    assert enc.encode("Hello, I'm a language model,") == [15496, 11, 314, 1101, 257, 3303, 2746, 11]
+    assert enc.n_vocab == 50257 and enc.eot_token == EOT == 50256
+    assert enc.decode(enc.encode("naïve café ∑")) == "naïve café ∑"
+
+
+def test_shards_hold_every_document_after_an_eot_first_shard_validation(tmp_path):
+    n = write_shards((tokenize(t) for t in TEXTS), tmp_path, shard_size=100, prefix="toy")
+    expected = np.concatenate([[EOT] + gpt2_encoding().encode_ordinary(t) for t in TEXTS])
+    val, train = list_shards(tmp_path, "val"), list_shards(tmp_path, "train")
+    assert len(val) == 1 and val[0].name == "toy_val_000000.npy" and len(train) == n - 1
+    assert all(len(load_shard(p)) == 100 for p in val + train[:-1])
+    stream = np.concatenate([load_shard(p) for p in val + train])
+    assert stream.dtype == np.uint16 and np.array_equal(stream, expected)
+
+
+def test_interrupted_preparation_resumes_to_the_same_shards(tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    write_shards((tokenize(t) for t in TEXTS), full, shard_size=100, prefix="toy")
+
+    def crash_after(n):
+        for i, text in enumerate(TEXTS):
+            if i == n:
+                raise KeyboardInterrupt
+            yield tokenize(text)
+
+    with pytest.raises(KeyboardInterrupt):
+        write_shards(crash_after(23), part, shard_size=100, prefix="toy")
+    progress = read_progress(part)
+    assert progress["shards"] >= 2 and not progress.get("complete")
+    write_shards((tokenize(t) for t in TEXTS[progress["document"]:]), part, shard_size=100, prefix="toy")
+    names = [p.name for p in list_shards(full, "val") + list_shards(full, "train")]
+    assert names == [p.name for p in list_shards(part, "val") + list_shards(part, "train")]
+    for name in names:
+        assert np.array_equal(load_shard(full / name), load_shard(part / name))
+
+
+def test_a_damaged_shard_is_named(tmp_path):
+    path = tmp_path / "x_train_000001.npy"
+    path.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(DataError, match="x_train_000001.npy is damaged"):
+        load_shard(path)
+
+
+def test_ranks_read_different_data_and_together_the_single_process_stream():
+    tokens = np.arange(10_000, dtype=np.uint16) % 50000
+    single = TokenLoader([tokens], B=2, T=8)
+    ranks = [TokenLoader([tokens], B=2, T=8, rank=r, world_size=3) for r in range(3)]
+    for _ in range(50):
+        pieces = [r.next_batch()[0] for r in ranks]
+        expected = [single.next_batch()[0] for _ in range(3)]
+        for got, want in zip(pieces, expected):
+            assert np.array_equal(got.numpy(), want.numpy())
+        assert len({p.numpy().tobytes() for p in pieces}) == 3
+
+
+def test_targets_are_inputs_shifted_by_one():
+    tokens = np.arange(1000, dtype=np.uint16)
+    x, y = TokenLoader([tokens], B=2, T=5).next_batch()
+    assert x.tolist() == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]] and y.tolist() == [[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]
+
+
+def test_loader_position_round_trips_across_shards():
+    shards = [np.arange(n, dtype=np.uint16) for n in (300, 35, 500)]  # the 35-token shard is too short
+    a = TokenLoader(shards, B=2, T=8, rank=1, world_size=2)
+    for _ in range(13):
+        a.next_batch()
+    b = TokenLoader(shards, B=2, T=8, rank=1, world_size=2)
+    b.load_state_dict(a.state_dict())
+    for _ in range(40):
+        assert np.array_equal(a.next_batch()[0].numpy(), b.next_batch()[0].numpy())
+    with pytest.raises(DataError, match="same number of processes"):
+        TokenLoader(shards, B=2, T=8, rank=0, world_size=1).load_state_dict(a.state_dict())
+
+
+def test_too_little_data_is_a_clear_error():
+    with pytest.raises(DataError, match="fewer than one step needs"):
+        TokenLoader([np.arange(50, dtype=np.uint16)], B=4, T=16)
+
+
+def test_embedded_corpus_splits_documents_without_overlap():
+    docs = embedded.documents()
+    names = sorted(docs)
+    assert len(names) > 500 and any(n.startswith("topic:") for n in names)
+    val = set(names[::embedded.VAL_EVERY])
+    assert val and val.isdisjoint(set(names) - val)
+    splits = embedded.embedded_splits()
+    assert len(splits["train"]) > 300_000 and len(splits["val"]) > 20_000
+    # the validation split is exactly the validation documents, tokenised
+    enc = gpt2_encoding()
+    first_val = enc.encode_ordinary(docs[names[0]])
+    assert list(splits["val"][1:1 + len(first_val)]) == first_val
