@@ -57,14 +57,14 @@ def render(example: dict, encode, max_len: int) -> tuple[torch.Tensor, torch.Ten
     for end in endings:
         keep = max(0, max_len - len(end))
         context = ctx[len(ctx) - keep:] if keep < len(ctx) else ctx
-        rows.append((context + end, [0] * len(context) + [1] * len(end)))
-    width = max(len(tokens) for tokens, _ in rows)
+        rows.append(((context + end)[:max_len], ([0] * len(context) + [1] * len(end))[:max_len]))
+    width = max(len(row) for row, _ in rows)
     tokens = torch.zeros(4, width, dtype=torch.long)
     mask = torch.zeros(4, width, dtype=torch.long)
     for i, (row, row_mask) in enumerate(rows):
-        tokens[i, :len(row)] = torch.tensor(row[:max_len])
-        mask[i, :len(row_mask)] = torch.tensor(row_mask[:max_len])
-    return tokens[:, :max_len], mask[:, :max_len], int(example["label"])
+        tokens[i, :len(row)] = torch.tensor(row)
+        mask[i, :len(row)] = torch.tensor(row_mask)
+    return tokens, mask, int(example["label"])
 
 
 @torch.no_grad()

@@ -41,11 +41,14 @@ RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_steps", "hellaswag", "hell
                      "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile", "data_dir"}
 
 
+def _field_list(config_cls) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(config_cls))
+
+
 def parser() -> argparse.ArgumentParser:
-    names = lambda cls: ", ".join(f.name for f in dataclasses.fields(cls))  # noqa: E731
     p = argparse.ArgumentParser(
         prog="train.py", description="Train a gptlab experiment, resume it, or sample from a checkpoint.",
-        epilog=EPILOG.format(model=names(GPTConfig), train=names(TrainingConfig)),
+        epilog=EPILOG.format(model=_field_list(GPTConfig), train=_field_list(TrainingConfig)),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="baseline", help="a name in experiments/ or a path to a .py file")
     p.add_argument("--preset", default="gpt2", choices=sorted(PRESETS),

@@ -56,6 +56,9 @@ def test_long_contexts_are_cut_from_the_left():
     tokens, mask, label = hellaswag.render(example, enc.encode_ordinary, max_len=16)
     assert tokens.shape == (4, 16) and label == 0
     assert tokens[1, 14:].tolist() == enc.encode_ordinary(" two three") and mask[1].sum() == 2
+    long_ending = {"ctx": "a", "label": 1, "endings": ["x", "y " * 40, "z", "w"]}
+    tokens, mask, _ = hellaswag.render(long_ending, enc.encode_ordinary, max_len=16)
+    assert tokens.shape == (4, 16) and mask[1].sum() == 16 and mask[0].tolist()[:2] == [0, 1]
 
 
 def test_offline_download_reports_why(tmp_path):
