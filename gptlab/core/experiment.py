@@ -12,7 +12,7 @@ import difflib
 import importlib.util
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
@@ -55,12 +55,12 @@ class ExperimentError(ValueError):
 class Experiment:
     name: str
     path: Path
-    model_config: GPTConfig = field(default_factory=GPTConfig)
-    attention_class: type = BaseAttention
-    position_encoding_class: type = LearnedPositionEncoding
-    mlp_class: type = MLP
-    norm_class: type = nn.LayerNorm
-    training_config: TrainingConfig = field(default_factory=TrainingConfig)
+    model_config: GPTConfig
+    attention_class: type
+    position_encoding_class: type
+    mlp_class: type
+    norm_class: type
+    training_config: TrainingConfig
 
     def class_names(self) -> dict[str, str]:
         """Each component's full dotted name, as logs and checkpoints record it."""

@@ -90,7 +90,7 @@ def verify(path: Path) -> str | None:
         return "it does not exist"
     if not marker.is_file():
         return "its .sha256 completion marker is missing (the save did not finish)"
-    expected = marker.read_text().split()[0] if marker.read_text().split() else ""
+    expected = (marker.read_text().split() or [""])[0]
     if _sha256(path) != expected:
         return "its contents do not match its stored sha256 (truncated or corrupted)"
     return None

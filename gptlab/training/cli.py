@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import torch
 
 from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, parse_value, replace_config
 from gptlab.core.experiment import ExperimentError, load_experiment
@@ -104,16 +103,19 @@ def resolve_run(args: argparse.Namespace) -> Run:
     run = Run(exp, model_config, train_config, log_dir, preset=args.preset)
 
     if args.resume == "auto":
-        run.resume = ckpt.latest_checkpoint(log_dir)
+        run.resume = ckpt.latest_checkpoint(log_dir)  # verified against its sha256 already
         if run.resume is None:
             _refuse_other_experiment(log_dir, exp.name)
             print(f"no intact checkpoint in {log_dir}: starting the run from step 0")
+        else:
+            run.resume_state = ckpt.load_checkpoint(run.resume, check=False)
     elif args.resume:
         run.resume = Path(args.resume).expanduser().resolve()
+        run.resume_state = ckpt.load_checkpoint(run.resume)
     else:
         _refuse_existing_run(log_dir)
-    if run.resume is not None:
-        check_compatible(ckpt.load_checkpoint(run.resume), run)
+    if run.resume_state is not None:
+        check_compatible(run.resume_state, run)
     return run
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import platform
 import subprocess
 import time
@@ -43,6 +42,12 @@ class Run:
     log_dir: Path
     preset: str = "gpt2"
     resume: Path | None = None  # a checkpoint to continue from
+    resume_state: dict | None = None  # its contents, read once when the run was resolved
+
+    def experiment_record(self) -> dict:
+        """What logs and checkpoints record of the experiment: name, file, preset, class names."""
+        exp = self.experiment
+        return {"name": exp.name, "path": str(exp.path), "preset": self.preset, **exp.class_names()}
 
 
 def grad_accum_steps(train: TrainingConfig, world_size: int) -> int:
@@ -95,7 +100,8 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
 
     start_step, bad_steps = 0, 0
     if run.resume is not None:
-        state = ckpt.load_checkpoint(run.resume)
+        state = run.resume_state if run.resume_state is not None else ckpt.load_checkpoint(run.resume)
+        run.resume_state = None  # the weights are copied into the model below; free the CPU copy
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step = state["step"]
@@ -200,7 +206,7 @@ def _describe(run: Run, ctx: Dist, model: GPT, accum: int, data_description: str
     exp = run.experiment
     lines = {
         "run": f"resumed from {run.resume} at step {start_step}" if run.resume else "started",
-        "experiment": {"name": exp.name, "path": str(exp.path), "preset": run.preset, **exp.class_names()},
+        "experiment": run.experiment_record(),
         "model_config": dataclasses.asdict(run.model_config),
         "training_config": dataclasses.asdict(run.train_config),
         "params": model.num_params(),
@@ -265,12 +271,11 @@ def _save(run: Run, step: int, model: GPT, optimizer, data, ctx: Dist, bad_steps
     rngs = gather_objects(ckpt.rng_state(ctx.device_type), ctx)
     path = ckpt.checkpoint_path(run.log_dir, step)
     if ctx.master:
-        exp = run.experiment
         state = {
             "step": step,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "experiment": {"name": exp.name, "path": str(exp.path), "preset": run.preset, **exp.class_names()},
+            "experiment": run.experiment_record(),
             "model_config": dataclasses.asdict(run.model_config),
             "training_config": dataclasses.asdict(run.train_config),
             "loader": loaders,

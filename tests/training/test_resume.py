@@ -1,6 +1,5 @@
 """Exact resume, checkpoint integrity and retention, non-finite steps."""
 
-import os
 import subprocess
 import sys
 import textwrap
