@@ -16,3 +16,9 @@ def tiny_model(name: str, seed: int = 0, **overrides):
 @pytest.fixture(params=EXPERIMENTS)
 def experiment_name(request):
     return request.param
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:  # the long tier is part of the slow one
+        if item.get_closest_marker("long"):
+            item.add_marker(pytest.mark.slow)

@@ -240,7 +240,7 @@ def _evaluate(step, model, compiled, data, cfg: TrainingConfig, ctx: Dist, log: 
             val += torch.stack([loss.detach().float(), torch.ones((), device=ctx.device)])
     sum_over_ranks(val, ctx)
     val_loss = val[0] / val[1]
-    log.record(step, "val", f"{val_loss.item():.4f}")
+    log.record(step, "val", val_loss.item())
     message = f"step {step:5d} | val {val_loss.item():.4f}"
     if hella_file is not None:
         n, correct, correct_norm = hellaswag.score(model, hella_file, gpt2_encoding().encode_ordinary, ctx.device,

@@ -1,0 +1,34 @@
+"""The numbers of the whole recipe: a change that moves a loss fails here (see golden_losses.py)."""
+
+import json
+import math
+
+import pytest
+
+from tests.golden_losses import EXPERIMENTS, PATH, TOLERANCE, losses
+
+GOLDEN = json.loads(PATH.read_text())["experiments"]
+
+
+def assert_matches_golden(name: str, got: dict) -> None:
+    for key in ("train", "val"):
+        want = [row for row in GOLDEN[name][key] if row[0] <= got[key][-1][0]]
+        assert [s for s, _ in got[key]] == [s for s, _ in want], (name, key)
+        for (step, a), (_, b) in zip(got[key], want):
+            assert math.isclose(a, b, rel_tol=0, abs_tol=TOLERANCE * 1.001), (
+                f"{name} {key} loss at step {step} is {a}, golden {b}; if this change is meant to move "
+                f"the numbers, regenerate with `python -m tests.golden_losses --write` and say why in the commit")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_first_steps_reproduce_the_golden_losses(tmp_path, name):
+    # stop_at keeps the schedule, so the first steps are the golden run's first steps
+    assert_matches_golden(name, losses(name, tmp_path, "train.stop_at=3", "train.num_samples=0"))
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_whole_smoke_run_reproduces_the_golden_losses(tmp_path, name):
+    got = losses(name, tmp_path)
+    assert len(got["train"]) == 50 and [s for s, _ in got["val"]] == [0, 25, 50]
+    assert_matches_golden(name, got)
