@@ -12,9 +12,7 @@ from gptlab.models.gpt import GPT
 
 def build_model(experiment: Experiment, **overrides) -> GPT:
     """The experiment's GPT, with keyword overrides of its MODEL_CONFIG fields."""
-    config = replace_config(experiment.model_config, **overrides)
-    return GPT(config, experiment.attention_class, experiment.position_encoding_class,
-               experiment.mlp_class, experiment.norm_class)
+    return experiment.build(replace_config(experiment.model_config, **overrides))
 
 
 __all__ = ["load_experiment", "build_model", "Experiment", "ExperimentError", "GPT", "GPTConfig",

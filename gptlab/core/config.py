@@ -1,8 +1,11 @@
 """Typed configs: `GPTConfig` (the model) and `TrainingConfig` (the recipe).
 
 Both are dataclasses validated in `__post_init__`; every problem is collected and raised
-once, naming the field, its value and the fix. Fields whose default depends on other
-fields use 0 for "the published rule", resolved by a method here so that overriding
+once, naming the field, its value and the fix. `GPTConfig` keeps only the rules that hold
+for every model: a component checks the fields it reads when the model is built
+(`check_config` in gptlab.modules), and a field in COMPONENT_FIELDS that no component of the
+model reads is refused there rather than silently ignored. Fields whose default depends on
+other fields use 0 for "the published rule", resolved by a method here so that overriding
 `n_embd` or `n_head` rescales them (see `head_dim`, `mla_dims`).
 """
 
@@ -52,21 +55,9 @@ class GPTConfig:
                 problems.append(f"{name}={getattr(self, name)} must be 0 (the default rule) or positive")
         if self.n_head >= 1 and self.n_embd % self.n_head:
             problems.append(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-                            f"choose n_head among {_divisors(self.n_embd)}")
-        if self.n_kv_head > 0 and self.n_head % self.n_kv_head:
-            problems.append(f"n_head={self.n_head} is not divisible by n_kv_head={self.n_kv_head}; "
-                            f"choose n_kv_head among {_divisors(self.n_head)}")
-        if not problems:
-            if self.head_dim % 2:
-                problems.append(f"head size n_embd/n_head={self.head_dim} is odd, but RoPE rotates "
-                                f"pairs of dimensions; choose n_embd and n_head with an even ratio")
-            rope_dim = self.mla_dims()[2]
-            if rope_dim % 2:
-                problems.append(f"qk_rope_head_dim={rope_dim} is odd; RoPE rotates pairs, use an even value")
+                            f"choose n_head among {divisors(self.n_embd)}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
-        if self.rope_theta <= 0:
-            problems.append(f"rope_theta={self.rope_theta} must be positive")
         _raise_all("GPTConfig", problems)
 
     @property
@@ -79,6 +70,11 @@ class GPTConfig:
         d_h = self.head_dim
         return (self.kv_lora_rank or 4 * d_h, self.qk_nope_head_dim or d_h,
                 self.qk_rope_head_dim or d_h // 2, self.v_head_dim or d_h)
+
+
+# fields only some components read; each such component names them in its `config_fields`
+COMPONENT_FIELDS = ("n_kv_head", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
+                    "v_head_dim", "rope_theta", "mlp_hidden")
 
 
 @dataclass(frozen=True)
@@ -100,6 +96,7 @@ class TrainingConfig:
     val_steps: int = 20  # validation batches per evaluation
     hellaswag: bool = True
     hellaswag_limit: int = 0  # examples scored per evaluation; 0 = all 10,042
+    hellaswag_file: str = ""  # a local HellaSwag .jsonl; "" = the official validation file, downloaded once
     num_samples: int = 4  # generated text samples per evaluation
     sample_length: int = 32
     sample_prompt: str = "Hello, I'm a language model,"
@@ -133,7 +130,7 @@ class TrainingConfig:
         _raise_all("TrainingConfig", problems)
 
 
-def _divisors(n: int) -> list[int]:
+def divisors(n: int) -> list[int]:
     return [d for d in range(1, n + 1) if n % d == 0]
 
 
@@ -156,6 +153,23 @@ def replace_config(config, **overrides):
         if name not in field_names(type(config)):
             raise unknown_field_error(type(config), name)
     return dataclasses.replace(config, **overrides)
+
+
+# the sections of a `key=value` override and the config each one sets
+OVERRIDE_SECTIONS = {"model": GPTConfig, "train": TrainingConfig}
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """["model.n_layer=4", "train.max_lr=1e-3"] -> {"model": {"n_layer": 4}, "train": {"max_lr": 0.001}},
+    each value converted to its field's type; the one parser of command-line overrides."""
+    parsed = {section: {} for section in OVERRIDE_SECTIONS}
+    for item in items:
+        key, eq, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not eq or not dot or section not in OVERRIDE_SECTIONS:
+            raise ConfigError(f"override {item!r} is not of the form model.FIELD=VALUE or train.FIELD=VALUE")
+        parsed[section][name] = parse_value(OVERRIDE_SECTIONS[section], name, value)
+    return parsed
 
 
 def parse_value(config_cls, name: str, text: str):

@@ -9,6 +9,7 @@ MLP_CLASS, NORM_CLASS and TRAINING_CONFIG; each absent name takes the baseline's
 from __future__ import annotations
 
 import difflib
+import importlib
 import importlib.util
 import re
 import sys
@@ -51,6 +52,10 @@ class ExperimentError(ValueError):
     """An experiment cannot be loaded; the message says what is wrong and what to do."""
 
 
+# the component slots of an experiment, as GPT takes them
+SLOTS = ("attention_class", "position_encoding_class", "mlp_class", "norm_class")
+
+
 @dataclass
 class Experiment:
     name: str
@@ -62,14 +67,52 @@ class Experiment:
     norm_class: type
     training_config: TrainingConfig
 
+    def components(self) -> dict[str, type]:
+        return {slot: getattr(self, slot) for slot in SLOTS}
+
     def class_names(self) -> dict[str, str]:
         """Each component's full dotted name, as logs and checkpoints record it."""
-        return {slot: class_path(getattr(self, slot)) for slot in
-                ("attention_class", "position_encoding_class", "mlp_class", "norm_class")}
+        return {slot: class_path(cls) for slot, cls in self.components().items()}
+
+    def build(self, model_config: GPTConfig | None = None):
+        """The experiment's GPT (randomly initialised), with model_config in place of its own."""
+        from gptlab.models.gpt import GPT
+        return GPT(model_config or self.model_config, **self.components())
 
 
 def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def find_class(dotted: str, experiment_path: Path | str) -> type:
+    """The class a checkpoint recorded by its dotted name. A class defined in the experiment
+    file is found by executing that file (and only then); any other is imported."""
+    module_name, _, qualname = dotted.rpartition(".")
+    path = Path(experiment_path)
+    if module_name == _module_name(path):
+        if not path.is_file():
+            raise ExperimentError(f"{qualname} was defined in the experiment file {path}, which no longer exists; "
+                                  f"restore the file to use this checkpoint")
+        namespace = _execute(path)
+    else:
+        try:
+            namespace = vars(importlib.import_module(module_name))
+        except ImportError as e:
+            raise ExperimentError(f"cannot import {module_name} for the component {dotted} ({e}); "
+                                  f"install it or put it on PYTHONPATH") from None
+    found = namespace.get(qualname.split(".")[0])
+    for part in qualname.split(".")[1:]:
+        found = getattr(found, part, None)
+    if not isinstance(found, type):
+        raise ExperimentError(f"the component {dotted} no longer exists: {module_name} has no class {qualname}")
+    return found
+
+
+def experiment_from_record(record: dict, model_config: GPTConfig, training_config: TrainingConfig) -> Experiment:
+    """The experiment a log or checkpoint recorded, its classes found again by name."""
+    classes = {slot: find_class(record[slot], record["path"]) for slot in SLOTS}
+    return Experiment(name=record["name"], path=Path(record["path"]), model_config=model_config,
+                      training_config=training_config, **classes)
 
 
 def available_experiments() -> list[str]:
@@ -123,8 +166,12 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
                       training_config=values["TRAINING_CONFIG"])
 
 
+def _module_name(path: Path) -> str:
+    return f"gptlab_experiment_{path.stem}"
+
+
 def _execute(path: Path) -> dict:
-    module_name = f"gptlab_experiment_{path.stem}"
+    module_name = _module_name(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # lets classes defined in the file be found by name

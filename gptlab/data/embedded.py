@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.data.shards import atomic_save, load_shard
+from gptlab.data.shards import load_shard, save_shard
 from gptlab.data.tokenizer import EOT, gpt2_encoding
 from gptlab.paths import DATA_DIR
 
@@ -62,7 +62,7 @@ def embedded_splits() -> dict[str, np.ndarray]:
         for split in ("train", "val"):
             chosen = [docs[n] for n in names if (n in val_names) == (split == "val")]
             tokens = [[EOT] + t for t in enc.encode_ordinary_batch(chosen, num_threads=4)]
-            atomic_save(paths[split], np.concatenate([np.array(t, dtype=np.uint16) for t in tokens]))
+            save_shard(paths[split], np.concatenate([np.array(t, dtype=np.uint16) for t in tokens]))
     return {split: load_shard(p) for split, p in paths.items()}
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.data.shards import atomic_save
+from gptlab.data.shards import save_shard
 from gptlab.data.tokenizer import EOT, gpt2_encoding
+from gptlab.files import atomic_write_text
 from gptlab.paths import DATA_DIR
 
 DEFAULT_DIR = DATA_DIR / "edu_fineweb10B"
@@ -40,10 +41,7 @@ def read_progress(out_dir: Path) -> dict:
 
 
 def _write_progress(out_dir: Path, progress: dict) -> None:
-    path = Path(out_dir) / "progress.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(progress))
-    os.replace(tmp, path)
+    atomic_write_text(Path(out_dir) / "progress.json", json.dumps(progress))
 
 
 def write_shards(token_docs: Iterable[np.ndarray], out_dir: Path, shard_size: int = SHARD_SIZE,
@@ -64,7 +62,7 @@ def write_shards(token_docs: Iterable[np.ndarray], out_dir: Path, shard_size: in
             buffer[filled:] = tokens[offset:offset + take]
             offset += take
             split = "val" if shard == 0 else "train"
-            atomic_save(out_dir / f"{prefix}_{split}_{shard:06d}.npy", buffer)
+            save_shard(out_dir / f"{prefix}_{split}_{shard:06d}.npy", buffer)
             shard, filled = shard + 1, 0
             next_start = (document, base + offset) if offset < len(tokens) else (document + 1, 0)
             _write_progress(out_dir, {"shards": shard, "document": next_start[0], "token": next_start[1]})
@@ -73,7 +71,7 @@ def write_shards(token_docs: Iterable[np.ndarray], out_dir: Path, shard_size: in
         document += 1
     if filled:
         split = "val" if shard == 0 else "train"
-        atomic_save(out_dir / f"{prefix}_{split}_{shard:06d}.npy", buffer[:filled])
+        save_shard(out_dir / f"{prefix}_{split}_{shard:06d}.npy", buffer[:filled])
         shard += 1
     _write_progress(out_dir, {"shards": shard, "document": document, "token": 0, "complete": True})
     return shard

@@ -4,25 +4,20 @@ atomic, so a shard that exists under its final name is complete."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from gptlab.files import atomic_write
 
 
 class DataError(RuntimeError):
     """Training data is missing or damaged; the message says where and what to do."""
 
 
-def atomic_save(path: Path, tokens: np.ndarray) -> None:
-    """Write tokens to path through a temporary file in the same directory, then rename."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        np.save(f, np.asarray(tokens, dtype=np.uint16))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def save_shard(path: Path, tokens: np.ndarray) -> None:
+    """Write tokens to path as uint16, atomically."""
+    atomic_write(path, lambda f: np.save(f, np.asarray(tokens, dtype=np.uint16)))
 
 
 def list_shards(data_dir: Path, split: str) -> list[Path]:

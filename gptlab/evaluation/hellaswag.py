@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
+import math
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gptlab.files import atomic_write_bytes
 from gptlab.paths import DATA_DIR
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
@@ -32,9 +33,7 @@ def fetch(path: Path = CACHE, url: str = URL, timeout: float = 20.0) -> tuple[Pa
         path.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, data)
         return path, ""
     except OSError as e:
         return None, f"could not download {url}: {getattr(e, 'reason', e)}"
@@ -79,16 +78,20 @@ def ending_losses(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
 @torch.no_grad()
 def score(model, path: Path, encode, device: str, rank: int = 0, world_size: int = 1, limit: int = 0,
           autocast=None) -> tuple[int, int, int]:
-    """(examples, correct by total loss, correct by mean loss) over this rank's share:
-    the examples whose index i has i % world_size == rank."""
+    """(examples, correct by total loss, correct by mean loss) over this rank's share: the
+    examples whose index i has i % world_size == rank. Every rank runs the same number of
+    forward passes (a short share is padded with an example that is not counted), so that a
+    sharded model's collectives line up."""
+    items = list(examples(path, limit))
     n = correct = correct_norm = 0
     block = model.config.block_size
-    for i, example in enumerate(examples(path, limit)):
-        if i % world_size != rank:
-            continue
-        tokens, mask, label = render(example, encode, block)
+    for i in range(rank, rank + world_size * math.ceil(len(items) / world_size), world_size):
+        padding = i >= len(items)
+        tokens, mask, label = render(items[0] if padding else items[i], encode, block)
         with autocast or contextlib.nullcontext():
-            logits, _ = model(tokens.to(device))
+            logits = model(tokens.to(device)).logits
+        if padding:
+            continue
         total, mean = ending_losses(logits, tokens.to(device), mask.to(device))
         n += 1
         correct += int(total.argmin().item() == label)

@@ -6,17 +6,56 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.core.config import GPTConfig
+from gptlab.core.config import COMPONENT_FIELDS, ConfigError, GPTConfig
 from gptlab.modules.attention import Attention, BaseAttention, KVCache
-from gptlab.modules.block import Block
+from gptlab.modules.block import Block, Extras
 from gptlab.modules.mlp import MLP
 from gptlab.modules.norm import build_norm
 from gptlab.modules.position import LearnedPositionEncoding, PositionEncoding
+
+
+@dataclass
+class ModelOutput:
+    """What a forward pass computed. It reads as the pair (logits, loss) too:
+    `logits, loss = model(idx, targets)` and `model(idx)[0]` work as they always have."""
+    logits: Tensor
+    loss: Tensor | None = None  # what training minimises: ce plus every extra loss
+    ce: Tensor | None = None  # the plain next-token cross-entropy, which validation reports
+    losses: dict[str, Tensor] = field(default_factory=dict)  # the components' extra losses, by name
+    metrics: dict[str, Tensor] = field(default_factory=dict)  # the components' metrics, by name
+
+    def __iter__(self):
+        return iter((self.logits, self.loss))
+
+    def __getitem__(self, index):
+        return (self.logits, self.loss)[index]
+
+
+def check_components(config: GPTConfig, attention_class: type, position_encoding_class: type,
+                     mlp_class: type, norm_class: type) -> None:
+    """Every component checks the config it is given; all problems are raised at once."""
+    problems = attention_class.check_config(config)
+    problems += position_encoding_class.check_config(config, attention_class.rotary_dim(config))
+    for cls in (mlp_class, norm_class):
+        if hasattr(cls, "check_config"):
+            problems += cls.check_config(config)
+    classes = (attention_class, position_encoding_class, mlp_class, norm_class)
+    read = {name for cls in classes for name in getattr(cls, "config_fields", ())}
+    default = GPTConfig()
+    for name in COMPONENT_FIELDS:
+        value = getattr(config, name)
+        if value != getattr(default, name) and name not in read:
+            problems.append(f"{name}={value} would be ignored: none of {', '.join(c.__name__ for c in classes)} "
+                            f"reads it (a class that does names it in config_fields); leave it at its default "
+                            f"{getattr(default, name)!r} or use a component that reads it")
+    if problems:
+        raise ConfigError("the model cannot be built from this config:\n  - " + "\n  - ".join(problems))
 
 
 class GPT(nn.Module):
@@ -24,6 +63,7 @@ class GPT(nn.Module):
                  position_encoding_class: type[PositionEncoding] = LearnedPositionEncoding,
                  mlp_class: type[nn.Module] = MLP, norm_class: type[nn.Module] = nn.LayerNorm):
         super().__init__()
+        check_components(config, attention_class, position_encoding_class, mlp_class, norm_class)
         self.config = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(config.vocab_size, config.n_embd),
@@ -59,7 +99,7 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * seq_len
 
     def forward(self, idx: Tensor, targets: Tensor | None = None,
-                caches: list[KVCache] | None = None) -> tuple[Tensor, Tensor | None]:
+                caches: list[KVCache] | None = None) -> ModelOutput:
         """idx, targets: (B, T) token ids; targets -1 are ignored. With `caches` (one per
         layer), idx continues the cached sequence at its absolute positions."""
         T = idx.size(1)
@@ -69,13 +109,16 @@ class GPT(nn.Module):
         pos = torch.arange(start, start + T, device=idx.device)
         pos_enc = self.transformer.wpe
         x = self.transformer.drop(pos_enc(self.transformer.wte(idx), pos))
+        extras: list[Extras] = []
         for i, block in enumerate(self.transformer.h):
-            x = block(x, pos_enc, pos, caches[i] if caches else None)
+            x, block_extras = block(x, pos_enc, pos, caches[i] if caches else None)
+            extras += block_extras
         logits = self.lm_head(self.transformer.ln_f(x))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        losses, metrics = combine_extras(extras)
+        if targets is None:
+            return ModelOutput(logits, losses=losses, metrics=metrics)
+        ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return ModelOutput(logits, ce + sum(losses.values()) if losses else ce, ce, losses, metrics)
 
     def new_caches(self) -> list[KVCache]:
         return [KVCache(self.config.block_size) for _ in self.transformer.h]
@@ -92,12 +135,12 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         caches = self.new_caches()
-        logits, _ = self(idx, caches=caches)
+        logits = self(idx, caches=caches).logits
         for step in range(max_new_tokens):
             next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)
             idx = torch.cat((idx, next_token), dim=1)
             if step + 1 < max_new_tokens:
-                logits, _ = self(next_token, caches=caches)
+                logits = self(next_token, caches=caches).logits
         self.train(was_training)
         return idx
 
@@ -109,6 +152,18 @@ class GPT(nn.Module):
             self(torch.zeros(1, 1, dtype=torch.long, device=param.device), caches=caches)
             self.train(was_training)
         return sum(c.bytes_per_token() for c in caches) * dtype.itemsize // param.element_size()
+
+
+def combine_extras(extras: list[Extras]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Each named loss summed over the layers that report it; each metric averaged."""
+    losses: dict[str, Tensor] = {}
+    metrics: dict[str, list[Tensor]] = {}
+    for e in extras:
+        for name, value in e.losses.items():
+            losses[name] = losses[name] + value if name in losses else value
+        for name, value in e.metrics.items():
+            metrics.setdefault(name, []).append(value.detach().float())
+    return losses, {name: torch.stack(values).mean() for name, values in metrics.items()}
 
 
 def sample_next(logits: Tensor, temperature: float, top_k: int | None,

@@ -4,7 +4,8 @@ Every class takes `(config)` and is called as `attn(x, pos_enc, pos, cache=None)
 x is (B, T, C); `pos_enc` is the model's `PositionEncoding` (rotary tables and score
 biases come only through it); `pos` holds the absolute positions of x's tokens; `cache`
 is the layer's `KVCache` during generation. The residual output projection is named
-`c_proj` so the model can give it GPT-2's scaled initialisation.
+`c_proj` so the model can give it GPT-2's scaled initialisation. A class checks the
+config it is given in `check_config` when the model is built.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.core.config import GPTConfig
+from gptlab.core.config import GPTConfig, divisors
 from gptlab.modules.position import PositionEncoding
 
 
@@ -70,10 +71,17 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, pos_enc: PositionEncoding,
 class Attention(nn.Module):
     """Base of every attention class: the interface above, and what the model asks of it."""
 
+    config_fields: tuple[str, ...] = ()  # the GPTConfig.COMPONENT_FIELDS this class reads
+
     @staticmethod
     def rotary_dim(config: GPTConfig) -> int:
         """Width of the q/k slices that RoPE rotates."""
         return config.head_dim
+
+    @classmethod
+    def check_config(cls, config: GPTConfig) -> list[str]:
+        """Every reason this class cannot be built from config, one sentence each."""
+        return []
 
     def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
                 cache: KVCache | None = None) -> Tensor:
@@ -81,8 +89,10 @@ class Attention(nn.Module):
 
 
 class BaseAttention(Attention):
-    """GPT-2 multi-head attention; also grouped-query attention when `n_kv_head` < `n_head`
-    (each group of n_head / n_kv_head query heads shares one K/V head)."""
+    """GPT-2 multi-head attention: every query head has its own key/value head. Subclasses
+    share K/V heads between query heads by choosing fewer of them (`kv_heads`)."""
+
+    config_fields = ("n_kv_head",)
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -93,8 +103,18 @@ class BaseAttention(Attention):
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def kv_heads(self, config: GPTConfig) -> int:
+    @staticmethod
+    def kv_heads(config: GPTConfig) -> int:
         return config.n_head
+
+    @classmethod
+    def check_config(cls, config: GPTConfig) -> list[str]:
+        kv_heads = cls.kv_heads(config)
+        if config.n_kv_head and config.n_kv_head != kv_heads:
+            return [f"n_kv_head={config.n_kv_head} would be ignored: {cls.__name__} uses {kv_heads} K/V "
+                    f"head(s) with n_head={config.n_head}; use GQAAttention for n_kv_head groups, or leave "
+                    f"n_kv_head at 0"]
+        return []
 
     def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
                 cache: KVCache | None = None) -> Tensor:
@@ -115,14 +135,23 @@ class BaseAttention(Attention):
 class GQAAttention(BaseAttention):
     """Grouped-query attention (Ainslie et al. 2023) with `config.n_kv_head` K/V heads."""
 
-    def kv_heads(self, config: GPTConfig) -> int:
-        return config.n_kv_head or config.n_head
+    @staticmethod
+    def kv_heads(config: GPTConfig) -> int:
+        return config.n_kv_head
+
+    @classmethod
+    def check_config(cls, config: GPTConfig) -> list[str]:
+        if config.n_kv_head < 1 or config.n_head % config.n_kv_head:
+            return [f"GQAAttention needs n_kv_head to divide n_head={config.n_head}, got n_kv_head="
+                    f"{config.n_kv_head}; choose one of {divisors(config.n_head)}"]
+        return []
 
 
 class MQAAttention(BaseAttention):
     """Multi-query attention (Shazeer 2019): one K/V head shared by all query heads."""
 
-    def kv_heads(self, config: GPTConfig) -> int:
+    @staticmethod
+    def kv_heads(config: GPTConfig) -> int:
         return 1
 
 
@@ -134,6 +163,8 @@ class MLAAttention(Attention):
     shared by all heads and rotated by the position encoding (eq. 14-19). The cache holds
     c_kv and k_rope: (kv_lora_rank + qk_rope_head_dim) values per token per layer.
     """
+
+    config_fields = ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -156,6 +187,12 @@ class MLAAttention(Attention):
     @staticmethod
     def rotary_dim(config: GPTConfig) -> int:
         return config.mla_dims()[2]
+
+    @classmethod
+    def check_config(cls, config: GPTConfig) -> list[str]:
+        names = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+        return [f"MLA's {name} comes to 0 (head size {config.head_dim}); set model.{name} to a positive size"
+                for name, size in zip(names, config.mla_dims()) if size < 1]
 
     def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
                 cache: KVCache | None = None) -> Tensor:

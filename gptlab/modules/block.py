@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from torch import Tensor, nn
 
 from gptlab.core.config import GPTConfig
@@ -10,8 +12,23 @@ from gptlab.modules.norm import build_norm
 from gptlab.modules.position import PositionEncoding
 
 
+class Extras(NamedTuple):
+    """What a component reports besides its output, by returning `(output, Extras(...))`:
+    `losses` are added to the training loss as they are (a mixture-of-experts balance
+    loss, its coefficient applied), `metrics` are logged only. The model sums each loss
+    over the layers that report it and averages each metric."""
+    losses: dict[str, Tensor] = {}
+    metrics: dict[str, Tensor] = {}
+
+
+def split_extras(out) -> tuple[Tensor, Extras | None]:
+    """A component's output and its Extras (None when it returned a plain tensor)."""
+    return (out[0], out[1]) if isinstance(out, tuple) else (out, None)
+
+
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (GPT-2)."""
+    """Pre-norm residual block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (GPT-2).
+    Returns the new x and the Extras its components reported."""
 
     def __init__(self, config: GPTConfig, attention_class: type[nn.Module],
                  mlp_class: type[nn.Module], norm_class: type[nn.Module]):
@@ -22,6 +39,8 @@ class Block(nn.Module):
         self.mlp = mlp_class(config)
 
     def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
-                cache: KVCache | None = None) -> Tensor:
-        x = x + self.attn(self.ln_1(x), pos_enc, pos, cache)
-        return x + self.mlp(self.ln_2(x))
+                cache: KVCache | None = None) -> tuple[Tensor, list[Extras]]:
+        attn_out, attn_extras = split_extras(self.attn(self.ln_1(x), pos_enc, pos, cache))
+        x = x + attn_out
+        mlp_out, mlp_extras = split_extras(self.mlp(self.ln_2(x)))
+        return x + mlp_out, [e for e in (attn_extras, mlp_extras) if e is not None]

@@ -18,6 +18,7 @@ class MLP(nn.Module):
     """GPT-2's MLP: c_fc -> GELU (tanh approximation, as GPT-2) -> c_proj, hidden 4 * n_embd."""
 
     gated = False
+    config_fields = ("mlp_hidden",)  # the GPTConfig.COMPONENT_FIELDS this class reads
 
     def __init__(self, config: GPTConfig):
         super().__init__()

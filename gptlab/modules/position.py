@@ -25,8 +25,15 @@ class PositionEncoding(nn.Module):
     slices the attention asks to rotate (the head size, or MLA's qk_rope_head_dim).
     """
 
+    config_fields: tuple[str, ...] = ()  # the GPTConfig.COMPONENT_FIELDS this class reads
+
     def __init__(self, config: GPTConfig, rotary_dim: int):
         super().__init__()
+
+    @classmethod
+    def check_config(cls, config: GPTConfig, rotary_dim: int) -> list[str]:
+        """Every reason this encoding cannot be built from config, one sentence each."""
+        return []
 
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         """x: (B, T, C) token embeddings at positions pos: (T,)."""
@@ -79,6 +86,18 @@ class RoPE(PositionEncoding):
     """Rotary position embedding (RoFormer, Su et al. 2021, eq. 34): each pair
     (x_2i, x_2i+1) of q and k, read as a complex number, is multiplied by
     exp(i * pos * theta^(-2i/d)), so q.k depends only on the offset between positions."""
+
+    config_fields = ("rope_theta",)
+
+    @classmethod
+    def check_config(cls, config: GPTConfig, rotary_dim: int) -> list[str]:
+        problems = []
+        if rotary_dim % 2:
+            problems.append(f"RoPE rotates pairs of dimensions, but the attention asks it to rotate {rotary_dim} "
+                            f"(the head size n_embd/n_head, or MLA's qk_rope_head_dim); choose an even width")
+        if config.rope_theta <= 0:
+            problems.append(f"rope_theta={config.rope_theta} must be positive")
+        return problems
 
     def __init__(self, config: GPTConfig, rotary_dim: int):
         super().__init__(config, rotary_dim)

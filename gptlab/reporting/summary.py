@@ -1,20 +1,18 @@
 """A table of every experiment's model: components, parameters, KV-cache bytes per token.
 
-    python -m gptlab.reporting.summary [n_layer=2 n_embd=128 ...]
+    python -m gptlab.reporting.summary [model.n_layer=2 model.n_embd=128 ...]
 """
 
 import sys
 
 from gptlab import build_model, load_experiment
-from gptlab.core.config import GPTConfig, parse_value
+from gptlab.core.config import parse_overrides
 from gptlab.core.experiment import available_experiments
 
 
 def main(argv: list[str]) -> None:
-    overrides = {}
-    for item in argv:
-        key, _, value = item.partition("=")
-        overrides[key] = parse_value(GPTConfig, key, value)
+    # bare FIELD=VALUE is taken as model.FIELD=VALUE: the table is of models only
+    overrides = parse_overrides([item if item.startswith("model.") else f"model.{item}" for item in argv])["model"]
     print(f"{'experiment':<10} {'attention':<14} {'position':<30} {'mlp':<8} {'norm':<10} "
           f"{'params':>13} {'KV B/token':>11}")
     for name in available_experiments():

@@ -1,28 +1,38 @@
-"""Checkpoints: `model_<step:05d>.pt` in the run's log directory.
+"""Checkpoints: `model_<step:05d>.pt` in the run's log directory, and everything about them.
+
+What a checkpoint holds (a run's `TrainState` and its description), writing it, reading it,
+the rules for what may change when a run is resumed from it, and building the model it
+describes (`load_model`) all live here.
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, read back with
-`torch.load(weights_only=True)`: no pickled class, so loading one cannot run code. It
-holds the model, optimizer, step, both configs, the component class names, every rank's
-data-loader position and RNG states. Saving is atomic (temporary file in the same
-directory, fsync, rename), and a `.sha256` file written after the rename marks the
-checkpoint complete; `latest_checkpoint` takes only checkpoints whose sum matches.
+`torch.load(weights_only=True)`: no pickled class, so loading one cannot run code; component
+classes are found again from the dotted names it records. Saving is atomic
+(gptlab.files), and a `.sha256` file written after the rename marks the checkpoint
+complete; `latest_checkpoint` takes only checkpoints whose sum matches.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import os
-import random
 import re
 import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import torch
+
+from gptlab.core.config import GPTConfig, TrainingConfig
+from gptlab.core.experiment import Experiment, ExperimentError, experiment_from_record
+from gptlab.files import atomic_write, atomic_write_text, remove_temporaries
+from gptlab.training.distributed import Dist, barrier
 
 FORMAT_VERSION = 1
 NAME = re.compile(r"model_(\d{5,})\.pt")
+# training fields that may change when a run is resumed: they do not alter the trajectory
+RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_steps", "hellaswag", "hellaswag_limit", "hellaswag_file",
+                     "num_samples", "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile",
+                     "data_dir"}
 
 
 class CheckpointError(RuntimeError):
@@ -41,37 +51,13 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_dir(directory: Path) -> None:
-    if os.name == "posix":
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write state to path atomically, then its checksum. A failure (a full disk) removes
     the partial file and leaves every earlier checkpoint as it was."""
     path = Path(path)
     try:
-        _atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
-        digest = _sha256(path)
-        _atomic_write(path.with_name(path.name + ".sha256"), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
+        atomic_write(path, lambda f: torch.save({"format_version": FORMAT_VERSION, **state}, f))
+        atomic_write_text(path.with_name(path.name + ".sha256"), f"{_sha256(path)}  {path.name}\n")
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
@@ -143,24 +129,72 @@ def prune_checkpoints(log_dir: Path, keep_last: int) -> None:
 
 def remove_stale_temporaries(log_dir: Path) -> None:
     """Delete what saves that were killed midway left behind (never a finished checkpoint)."""
-    for tmp in Path(log_dir).glob(".model_*.pt*.tmp*"):
-        tmp.unlink(missing_ok=True)
+    remove_temporaries(log_dir, "model_*.pt*")
 
 
-def rng_state(device_type: str) -> dict:
-    """This process's RNG states as plain data (no pickled numpy objects)."""
-    np_state = np.random.get_state()
-    state = {"python": list(random.getstate()[1]), "python_pos": random.getstate()[2],
-             "numpy": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
-             "torch": torch.get_rng_state()}
-    if device_type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
+class Checkpointer:
+    """Saves a run's TrainState, with the run's description, into its log directory, and keeps
+    the newest `keep_last`."""
+
+    def __init__(self, log_dir: Path, keep_last: int, ctx: Dist, description: dict):
+        self.log_dir, self.keep_last, self.ctx, self.description = Path(log_dir), keep_last, ctx, description
+
+    def save(self, state) -> Path:
+        """A collective: every rank calls it, rank 0 writes."""
+        contents = state.state_dict()
+        path = checkpoint_path(self.log_dir, state.step)
+        if self.ctx.master:
+            save_checkpoint(path, {**self.description, **contents})
+            prune_checkpoints(self.log_dir, self.keep_last)
+            print(f"checkpoint {path}", flush=True)
+        barrier(self.ctx)
+        return path
 
 
-def set_rng_state(state: dict, device_type: str) -> None:
-    random.setstate((3, tuple(state["python"]), state["python_pos"]))
-    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
-    torch.set_rng_state(state["torch"])
-    if device_type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"])
+def check_resumable(state: dict, run) -> None:
+    """Refuse a checkpoint of another experiment or of a config `run` cannot continue."""
+    problems = []
+    saved_exp = state["experiment"]
+    if saved_exp["name"] != run.experiment.name:
+        problems.append(f"it belongs to experiment {saved_exp['name']!r}, not {run.experiment.name!r}")
+    for slot, name in run.experiment.class_names().items():
+        if saved_exp.get(slot) != name:
+            problems.append(f"{slot} was {saved_exp.get(slot)}, now {name}")
+    for label, saved, current, allowed in (("model", state["model_config"], run.model_config, set()),
+                                           ("train", state["training_config"], run.train_config, RESUMABLE_CHANGES)):
+        now = dataclasses.asdict(current)
+        for key in sorted(set(saved) | set(now)):
+            if key not in allowed and saved.get(key) != now.get(key):
+                problems.append(f"{label}.{key} was {saved.get(key)!r}, now {now.get(key)!r}")
+    if problems:
+        raise CheckpointError(f"cannot resume from {run.resume}:\n  - " + "\n  - ".join(problems) +
+                              "\nrun with the same experiment, preset and overrides as the checkpoint's run, "
+                              "or start a new run in another --log-dir")
+
+
+def experiment_of(state: dict) -> Experiment:
+    """The experiment a checkpoint was written by, its component classes found by the dotted
+    names it recorded (an experiment file is executed only for a class defined in it)."""
+    saved = state["experiment"]
+    known = {f.name for f in dataclasses.fields(TrainingConfig)}
+    try:
+        model_config = GPTConfig(**state["model_config"])
+        training_config = TrainingConfig(**{k: v for k, v in state["training_config"].items() if k in known})
+        return experiment_from_record(saved, model_config, training_config)
+    except ExperimentError as e:
+        raise CheckpointError(f"the components of the checkpoint's experiment {saved['name']!r} cannot be "
+                              f"found: {e}") from None
+    except TypeError as e:
+        raise CheckpointError(f"the checkpoint's model config does not fit this version of gptlab ({e})") from None
+
+
+def model_from_state(state: dict):
+    """The GPT a checkpoint's contents describe, with its weights, on the CPU."""
+    model = experiment_of(state).build()
+    model.load_state_dict(state["model"])
+    return model
+
+
+def load_model(path: Path | str):
+    """The GPT the checkpoint at path describes, with its weights, on the CPU, in eval mode."""
+    return model_from_state(load_checkpoint(Path(path))).eval()

@@ -9,15 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-
-from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, parse_value, replace_config
+from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, parse_overrides, replace_config
 from gptlab.core.experiment import ExperimentError, load_experiment
 from gptlab.data.shards import DataError
 from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError
+from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
-from gptlab.training.trainer import Run, TrainingError
+from gptlab.training.run import Run, TrainingError, check_run
 
 EPILOG = """\
 overrides:
@@ -27,6 +27,10 @@ overrides:
   model fields: {model}
   train fields: {train}
 
+exit status:
+  0 done (or stopped at train.stop_at); 2 the command was refused (nothing was trained);
+  3 preempted: SIGTERM or Ctrl-C saved a checkpoint at the next step, continue with --resume auto
+
 examples:
   python train.py --experiment baseline                       # GPT-2 124M recipe
   python train.py --experiment rope --preset smoke            # tiny, CPU, about a minute
@@ -34,10 +38,6 @@ examples:
   python train.py --experiment baseline --resume auto         # newest intact checkpoint
   python train.py --experiment baseline --inference log_train/baseline/log/model_05000.pt
 """
-
-# training fields that may change when a run is resumed: they do not alter the trajectory
-RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_steps", "hellaswag", "hellaswag_limit", "num_samples",
-                     "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile", "data_dir"}
 
 
 def _field_list(config_cls) -> str:
@@ -54,7 +54,7 @@ def parser() -> argparse.ArgumentParser:
                    help="gpt2: the full recipe (default); smoke: tiny, embedded corpus, about a minute on a CPU; "
                         "small: a few minutes on a CPU")
     p.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
-    p.add_argument("--seed", type=int, help="shorthand for train.seed=N")
+    p.add_argument("--seed", type=int, help="shorthand for train.seed=N; with --inference, the sampling seed")
     p.add_argument("--log-dir", type=Path, help="default: log_train/<experiment>/log")
     p.add_argument("--resume", metavar="CKPT|auto", nargs="?", const="auto",
                    help="continue from a checkpoint; 'auto' (or --resume alone) takes the newest intact one in "
@@ -74,33 +74,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_overrides(items: list[str]) -> tuple[dict, dict]:
-    model, train = {}, {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not eq or not dot or section not in ("model", "train"):
-            raise ConfigError(f"override {item!r} is not of the form model.FIELD=VALUE or train.FIELD=VALUE")
-        if section == "model":
-            model[name] = parse_value(GPTConfig, name, value)
-        else:
-            train[name] = parse_value(TrainingConfig, name, value)
-    return model, train
-
-
-def resolve_run(args: argparse.Namespace) -> Run:
-    """Experiment file, then preset, then command line; and the log directory's state."""
+def resolve_run(args: argparse.Namespace, world_size: int = 1) -> Run:
+    """Experiment file, then preset, then command line; the log directory's state; and every
+    check that can be made before anything is written."""
     exp = load_experiment(args.experiment)
-    model_overrides, train_overrides = parse_overrides(args.overrides)
+    overrides = parse_overrides(args.overrides)
     preset_model, preset_train = PRESETS[args.preset]
-    for flag, field in (("max_steps", "max_steps"), ("seed", "seed")):
+    for flag in ("max_steps", "seed"):
         if getattr(args, flag) is not None:
-            train_overrides[field] = getattr(args, flag)
-    model_config = replace_config(exp.model_config, **{**preset_model, **model_overrides})
-    train_config = replace_config(exp.training_config, **{**preset_train, **train_overrides})
+            overrides["train"][flag] = getattr(args, flag)
+    model_config = replace_config(exp.model_config, **{**preset_model, **overrides["model"]})
+    train_config = replace_config(exp.training_config, **{**preset_train, **overrides["train"]})
     log_dir = (args.log_dir or LOG_ROOT / exp.name / "log").expanduser().resolve()
-    _check_writable(log_dir)
     run = Run(exp, model_config, train_config, log_dir, preset=args.preset)
+    check_run(run, world_size)
+    _check_writable(log_dir)
 
     if args.resume == "auto":
         run.resume = ckpt.latest_checkpoint(log_dir)  # verified against its sha256 already
@@ -115,7 +103,7 @@ def resolve_run(args: argparse.Namespace) -> Run:
     else:
         _refuse_existing_run(log_dir)
     if run.resume_state is not None:
-        check_compatible(run.resume_state, run)
+        ckpt.check_resumable(run.resume_state, run)
     return run
 
 
@@ -152,60 +140,20 @@ def _refuse_other_experiment(log_dir: Path, name: str) -> None:
                                     f"give this run its own --log-dir. Nothing was changed")
 
 
-def check_compatible(state: dict, run: Run) -> None:
-    """Refuse a checkpoint of another experiment or of a config this run cannot continue."""
-    problems = []
-    saved_exp = state["experiment"]
-    if saved_exp["name"] != run.experiment.name:
-        problems.append(f"it belongs to experiment {saved_exp['name']!r}, not {run.experiment.name!r}")
-    for slot, name in run.experiment.class_names().items():
-        if saved_exp.get(slot) != name:
-            problems.append(f"{slot} was {saved_exp.get(slot)}, now {name}")
-    for label, saved, current, allowed in (("model", state["model_config"], run.model_config, set()),
-                                           ("train", state["training_config"], run.train_config, RESUMABLE_CHANGES)):
-        now = dataclasses.asdict(current)
-        for key in sorted(set(saved) | set(now)):
-            if key not in allowed and saved.get(key) != now.get(key):
-                problems.append(f"{label}.{key} was {saved.get(key)!r}, now {now.get(key)!r}")
-    if problems:
-        raise CheckpointError(f"cannot resume from {run.resume}:\n  - " + "\n  - ".join(problems) +
-                              "\nrun with the same experiment, preset and overrides as the checkpoint's run, "
-                              "or start a new run in another --log-dir")
-
-
 def inference(args: argparse.Namespace) -> None:
     from gptlab.evaluation.samples import generate_samples
     from gptlab.training.distributed import default_device
     state = ckpt.load_checkpoint(args.inference)
-    model = model_from_checkpoint(state)
+    model = ckpt.model_from_state(state)
     device = args.device or default_device()
     model.to(device).eval()
     print(f"{args.inference}: experiment {state['experiment']['name']}, step {state['step']}, "
           f"{model.num_params():,} parameters, on {device}")
     top_k = args.top_k if args.top_k and args.top_k > 0 else None
+    seed = 42 if args.seed is None else args.seed
     for i, text in enumerate(generate_samples(model, args.prompt, args.num_samples, args.max_new_tokens, device,
-                                              seed=args.seed or 42, temperature=args.temperature, top_k=top_k)):
+                                              seed=seed, temperature=args.temperature, top_k=top_k)):
         print(f"--- sample {i}\n{text}")
-
-
-def model_from_checkpoint(state: dict):
-    """The GPT a checkpoint describes, its weights loaded. Component classes are found
-    again by the experiment file the checkpoint names (or by their dotted names)."""
-    from gptlab.models.gpt import GPT
-    saved = state["experiment"]
-    try:
-        exp = load_experiment(saved["path"] if Path(saved["path"]).is_file() else saved["name"])
-    except ExperimentError as e:
-        raise CheckpointError(f"the checkpoint's experiment {saved['name']!r} cannot be loaded: {e}") from None
-    names = exp.class_names()
-    differ = [slot for slot in names if names[slot] != saved.get(slot)]
-    if differ:
-        raise CheckpointError(f"experiment {exp.path} no longer matches the checkpoint: "
-                              + ", ".join(f"{s} is {names[s]}, was {saved.get(s)}" for s in differ))
-    config = GPTConfig(**state["model_config"])
-    model = GPT(config, exp.attention_class, exp.position_encoding_class, exp.mlp_class, exp.norm_class)
-    model.load_state_dict(state["model"])
-    return model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             return subprocess.call(command)
         ctx = distributed.setup(args.device)
         try:
-            run = resolve_run(args)
+            run = resolve_run(args, ctx.world_size)
             distributed.barrier(ctx)  # every rank has seen the log directory before rank 0 writes to it
             from gptlab.training.trainer import train
             use_compile = run.train_config.compile and not args.no_compile and ctx.device_type == "cuda"
@@ -233,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Preempted as e:
+        print(f"preempted: {e}", file=sys.stderr)
+        return PREEMPTED_EXIT
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -75,6 +75,24 @@ def sum_over_ranks(value: torch.Tensor, ctx: Dist) -> torch.Tensor:
     return value
 
 
+def all_ranks_agree(flag: bool, ctx: Dist) -> bool:
+    """True on every rank when flag is true on every rank."""
+    if not ctx.ddp:
+        return flag
+    value = torch.tensor([int(flag)], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MIN)
+    return bool(value.item())
+
+
+def any_rank(flag: bool, ctx: Dist) -> bool:
+    """True on every rank when flag is true on some rank."""
+    if not ctx.ddp:
+        return flag
+    value = torch.tensor([int(flag)], device=ctx.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
 def gather_objects(obj, ctx: Dist) -> list:
     """[obj of rank 0, obj of rank 1, ...] on every rank."""
     if not ctx.ddp:

@@ -1,0 +1,62 @@
+"""Atomic file writes: a file that exists under its final name is complete.
+
+Every write of something a run depends on (checkpoints, their markers, token shards, the
+embedded-corpus cache, downloads, preparation progress) goes through `atomic_write`:
+a temporary file in the same directory, fsync, rename over the target, fsync of the
+directory. A failure, a kill or a full disk leaves the old file (or none), never half a file.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+TEMPORARY_MARK = ".tmp"
+
+
+def temporary_path(path: Path) -> Path:
+    """Hidden, unique per process and call (processes on several nodes may share a directory)."""
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Call write(f) on a temporary file, then make it `path` in one rename."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename in directory durable (POSIX; other systems have no directory fsync)."""
+    if os.name == "posix":
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def remove_temporaries(directory: Path, name_pattern: str) -> None:
+    """Delete what writes that were killed midway left of files matching name_pattern."""
+    for tmp in Path(directory).glob(f".{name_pattern}{TEMPORARY_MARK}*"):
+        tmp.unlink(missing_ok=True)

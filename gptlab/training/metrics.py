@@ -1,0 +1,78 @@
+"""The one path every number of a run takes: `Metrics` writes each to log.txt (rank 0) and
+the console, and works out what is derived from them (tokens/s, MFU, memory) itself.
+Trackers (W&B, TensorBoard) will be further sinks here; nothing reads numbers back from
+printed text."""
+
+from __future__ import annotations
+
+import torch
+
+from gptlab.training.distributed import Dist
+from gptlab.training.logger import RunLog
+
+# dense bf16 peak FLOP/s of the GPUs MFU is reported for (data sheets)
+PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12, "4090": 165e12}
+
+
+def peak_flops(ctx: Dist) -> float | None:
+    if ctx.device_type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(ctx.device)
+    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+
+
+class Metrics:
+    def __init__(self, log: RunLog, ctx: Dist, tokens_per_step: int, flops_per_token: int):
+        self.log, self.ctx = log, ctx
+        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.peak = peak_flops(ctx)
+
+    def header(self, key: str, value) -> None:
+        self.log.header(key, value)
+
+    def record(self, step: int, values: dict) -> None:
+        """Write each named value of a step to every sink."""
+        for key, value in values.items():
+            self.log.record(step, key, value)
+
+    def training_step(self, step: int, loss: float, lr: float, norm: float, seconds: float, data_seconds: float,
+                      extras: dict[str, float]) -> None:
+        """A finished optimizer step: its loss (cross-entropy), lr, gradient norm, time, and the
+        model's extra losses and metrics."""
+        values = {"train": loss, "lr": lr, "norm": norm, "tok_per_sec": round(self.tokens_per_step / seconds)}
+        values.update({f"train_{name}": value for name, value in extras.items()})
+        console = (f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {seconds * 1000:.1f}ms | "
+                   f"tok/sec {values['tok_per_sec']:,}")
+        if self.peak:
+            values["mfu"] = round(100 * self.flops_per_token * self.tokens_per_step / seconds
+                                  / (self.peak * self.ctx.world_size), 2)
+            console += f" | mfu {values['mfu']:.1f}%"
+        if self.ctx.device_type == "cuda":
+            values["mem_gib"] = round(torch.cuda.max_memory_allocated(self.ctx.device) / 2**30, 2)
+            console += f" | mem {values['mem_gib']:.1f}GiB"
+        console += f" | data {100 * data_seconds / seconds:.1f}%"
+        console += "".join(f" | {name} {value:.4f}" for name, value in extras.items())
+        self.record(step, values)
+        self.print(console)
+
+    def skipped_step(self, step: int, bad_steps: int) -> None:
+        self.record(step, {"skipped_nonfinite": bad_steps})
+
+    def evaluation(self, step: int, results: dict) -> None:
+        """An evaluator's named results: val, hella (or why it was skipped), samples, ..."""
+        samples = results.get("samples", [])
+        self.record(step, {key: value for key, value in results.items() if key not in ("samples", "hella_why")})
+        for text in samples:
+            self.record(step, {"sample": repr(text)})
+        message = f"step {step:5d} | val {results['val']:.4f}"
+        if results.get("hella") == "skipped":
+            message += f" | hella skipped ({results['hella_why']})"
+        else:
+            message += f" | hella acc_norm {results['hella']:.4f} ({results['hella_correct']}/{results['hella_n']})"
+        self.print(message)
+        for i, text in enumerate(samples):
+            self.print(f"sample {i}: {text!r}")
+
+    def print(self, text: str) -> None:
+        if self.ctx.master:
+            print(text, flush=True)

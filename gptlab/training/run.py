@@ -1,0 +1,83 @@
+"""What a run is (experiment, configs, log directory, where it resumes from) and the
+description of it that the log header and every checkpoint record, built once."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gptlab.core.config import GPTConfig, TrainingConfig
+from gptlab.core.experiment import Experiment
+from gptlab.paths import REPO_ROOT
+from gptlab.training.distributed import Dist
+
+
+class TrainingError(RuntimeError):
+    """The run cannot go on; the message says why and what to do."""
+
+
+@dataclass
+class Run:
+    """Everything a run is made of, resolved."""
+    experiment: Experiment
+    model_config: GPTConfig
+    train_config: TrainingConfig
+    log_dir: Path
+    preset: str = "gpt2"
+    resume: Path | None = None  # a checkpoint to continue from
+    resume_state: dict | None = None  # its contents, read once when the run was resolved
+
+    def experiment_record(self) -> dict:
+        """What logs and checkpoints record of the experiment: name, file, preset, class names."""
+        exp = self.experiment
+        return {"name": exp.name, "path": str(exp.path), "preset": self.preset, **exp.class_names()}
+
+
+def grad_accum_steps(train: TrainingConfig, world_size: int) -> int:
+    per_step = train.micro_batch_size * train.sequence_length * world_size
+    if train.total_batch_size % per_step:
+        raise TrainingError(f"total_batch_size={train.total_batch_size} is not divisible by micro_batch_size x "
+                            f"sequence_length x processes = {train.micro_batch_size} x {train.sequence_length} x "
+                            f"{world_size} = {per_step}; change total_batch_size or micro_batch_size")
+    return train.total_batch_size // per_step
+
+
+def check_run(run: Run, world_size: int) -> None:
+    """What can be known wrong before anything is written: the model's components against
+    its config, and the batch shape against the model and the number of processes."""
+    from gptlab.models.gpt import check_components
+    check_components(run.model_config, **run.experiment.components())
+    if run.train_config.sequence_length > run.model_config.block_size:
+        raise TrainingError(f"sequence_length={run.train_config.sequence_length} is longer than block_size="
+                            f"{run.model_config.block_size}; lower train.sequence_length or raise model.block_size")
+    grad_accum_steps(run.train_config, world_size)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def describe(run: Run, model, ctx: Dist, accum: int, data_description: str) -> dict:
+    """The run's description: the log header's lines and part of every checkpoint."""
+    device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device
+    return {
+        "experiment": run.experiment_record(),
+        "model_config": dataclasses.asdict(run.model_config),
+        "training_config": dataclasses.asdict(run.train_config),
+        "params": model.num_params(),
+        "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(),
+        "batch": {"micro_batch": run.train_config.micro_batch_size, "sequence_length": run.train_config.sequence_length,
+                  "processes": ctx.world_size, "grad_accum_steps": accum},
+        "data": data_description,
+        "environment": {"git_commit": git_commit(), "torch": str(torch.__version__), "python": platform.python_version(),
+                        "device": device, "host": platform.node()},
+    }
