@@ -10,7 +10,11 @@ usage: [VAR=value ...] bash train_nightly.sh [extra train.py arguments]
 Loops: train.py --resume auto -> train -> stop once the run is complete (exit 0); after a
 crash, a kill or a lost node, wait RETRY_WAIT seconds and resume again, at most MAX_RETRIES
 times in a row. A mistake in the command (train.py exits with 2: a bad experiment name,
-override or checkpoint) stops the loop at once, since retrying cannot help.
+override or checkpoint) stops the loop at once, since retrying cannot help. A training
+process that was preempted (SIGTERM or SIGINT sent to it: it saves a checkpoint and exits
+with 3) is resumed at once, without a wait and without counting as a failure. SIGTERM or
+SIGINT sent to this loop is passed on to train.py, which saves a checkpoint; then the
+loop stops, and the same command continues the run later.
 
 environment:
   EXPERIMENT   experiment name or path               (default: baseline)
@@ -63,9 +67,17 @@ if ! mkdir "$LOCK" 2>/dev/null; then
 fi
 echo $$ > "$LOCK/pid"
 child=""
+stopping=""
 cleanup() { [ -n "$child" ] && kill "$child" 2>/dev/null; rm -rf "$LOCK"; }
 trap cleanup EXIT
-trap 'say "interrupted"; exit 130' INT TERM
+# a scheduler's SIGTERM (or Ctrl-C): train.py saves a checkpoint at its next step, then we stop
+on_signal() {
+  stopping="$1"
+  say "received SIG$1: asking train.py to save a checkpoint and stop"
+  [ -n "$child" ] && kill -TERM "$child" 2>/dev/null
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
 
 # shellcheck disable=SC2206  # TRAIN_ARGS is split into words on purpose
 extra=(${TRAIN_ARGS:-} "$@")
@@ -81,15 +93,29 @@ newest() { ls "$LOG_DIR"/model_*.pt 2>/dev/null | sort -V | tail -n 1; }
 failures=0
 while true; do
   before="$(newest)"
+  rm -f "$LOG_DIR/preempted"
   say "start: ${command[*]}"
   "${command[@]}" &
   child=$!
-  wait "$child"
-  status=$?
+  while true; do  # a trapped signal interrupts wait; wait again until train.py has really exited
+    wait "$child"
+    status=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
   child=""
+  if [ -n "$stopping" ]; then
+    say "stopped by SIG$stopping (train.py exit status $status); run the same command to continue"
+    [ "$stopping" = INT ] && exit 130
+    exit 143
+  fi
   if [ "$status" -eq 0 ]; then
     say "finished: the run is complete"
     exit 0
+  fi
+  # train.py exits with 3 when preempted; through torchrun that reads as 1, so it leaves a marker too
+  if [ "$status" -eq 3 ] || [ -f "$LOG_DIR/preempted" ]; then
+    say "preempted at step $(cat "$LOG_DIR/preempted" 2>/dev/null) with a checkpoint; resuming at once"
+    continue
   fi
   if [ "$status" -eq 2 ]; then
     say "stopped: train.py refused the command (exit 2); fix it and start again"

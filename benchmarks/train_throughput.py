@@ -5,11 +5,11 @@ experiment, measured on steps after the first few (compilation and warm-up exclu
         [--preset gpt2] [--nproc 1] [-- extra train.py arguments]
 
 On a GPU the default preset is the full GPT-2 124M recipe (compile, bf16); on a CPU, smoke.
-Each run writes into a temporary directory, removed afterwards.
+Each run writes into a temporary directory, removed afterwards; the figures are read from
+its log.txt (tok_per_sec, mfu and mem_gib records), never from printed text.
 """
 
 import argparse
-import re
 import statistics
 import subprocess
 import sys
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
+from gptlab.training.logger import read_header, read_log
+
 ROOT = Path(__file__).resolve().parents[1]
-STEP = re.compile(r"^step\s+(\d+) \| loss .*tok/sec ([\d,]+)(?: \| mfu ([\d.]+)%)?(?: \| mem ([\d.]+)GiB)?")
 
 
 def measure(experiment: str, args, extra: list[str]) -> dict:
@@ -32,17 +33,18 @@ def measure(experiment: str, args, extra: list[str]) -> dict:
                    "--max-steps", str(args.steps), f"train.eval_interval={10 * args.steps}",
                    "train.hellaswag=false", "train.num_samples=0", "train.val_steps=1", *extra]
         result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
-    rows = [m.groups() for m in map(STEP.match, result.stdout.splitlines()) if m]
-    steady = [r for r in rows if int(r[0]) >= args.warmup] or rows
-    params = re.search(r"([\d,]+) parameters", result.stdout).group(1)
+        if result.returncode != 0:
+            return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+        log = Path(log_dir) / "log.txt"
+        series, params = read_log(log), read_header(log)["params"]
 
-    def column(i: int) -> list[float]:
-        return [float(r[i].replace(",", "")) for r in steady if r[i]]
+    def steady(key: str) -> list[float]:
+        values = series.get(key, [])
+        return [v for step, v in values if step >= args.warmup] or [v for _, v in values]
 
-    return {"params": params, "tok/s": statistics.median(column(1)),
-            "mfu": statistics.median(column(2)) if column(2) else None, "mem": max(column(3), default=None)}
+    return {"params": f"{params:,}", "tok/s": statistics.median(steady("tok_per_sec")),
+            "mfu": statistics.median(steady("mfu")) if steady("mfu") else None,
+            "mem": max(steady("mem_gib"), default=None)}
 
 
 def main():

@@ -21,6 +21,7 @@ def assert_matches_golden(name: str, got: dict) -> None:
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.slow
 def test_first_steps_reproduce_the_golden_losses(tmp_path, name):
     # stop_at keeps the schedule, so the first steps are the golden run's first steps
     assert_matches_golden(name, losses(name, tmp_path, "train.stop_at=3", "train.num_samples=0"))

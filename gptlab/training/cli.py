@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from gptlab.data.shards import DataError
 from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError
+from gptlab.training.logger import read_header
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Run, TrainingError, check_run
@@ -130,14 +130,10 @@ def _refuse_other_experiment(log_dir: Path, name: str) -> None:
     """A log directory with no checkpoint may hold the start of this experiment's run
     (it died before its first checkpoint), never another experiment's."""
     log = log_dir / "log.txt"
-    if not log.exists():
-        return
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.startswith("# experiment "):
-            other = json.loads(line[len("# experiment "):]).get("name")
-            if other != name:
-                raise TrainingError(f"{log_dir} holds a run of experiment {other!r}, not {name!r}; "
-                                    f"give this run its own --log-dir. Nothing was changed")
+    other = read_header(log).get("experiment", {}).get("name", name) if log.exists() else name
+    if other != name:
+        raise TrainingError(f"{log_dir} holds a run of experiment {other!r}, not {name!r}; "
+                            f"give this run its own --log-dir. Nothing was changed")
 
 
 def inference(args: argparse.Namespace) -> None:

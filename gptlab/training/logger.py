@@ -27,6 +27,19 @@ class RunLog:
         self._write(f"{step} {key} {text}")
 
 
+def read_header(path: Path) -> dict:
+    """{key: value} of a log.txt's `# ` header lines (JSON values decoded); the last wins."""
+    header = {}
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("# "):
+            key, _, text = line[2:].partition(" ")
+            try:
+                header[key] = json.loads(text)
+            except json.JSONDecodeError:
+                header[key] = text
+    return header
+
+
 def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     """{key: [(step, value), ...]} of the numeric records in a log.txt; the last value
     for a step wins (a resumed run repeats the steps after its checkpoint)."""

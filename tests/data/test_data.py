@@ -92,15 +92,22 @@ def test_too_little_data_is_a_clear_error():
         TokenLoader([np.arange(50, dtype=np.uint16)], B=4, T=16)
 
 
+def split_at_eot(tokens: np.ndarray) -> list[tuple[int, ...]]:
+    """The documents of a token stream: the runs between <|endoftext|> tokens."""
+    cuts = np.flatnonzero(tokens == EOT)
+    return [tuple(tokens[a + 1:b].tolist()) for a, b in zip(cuts, list(cuts[1:]) + [len(tokens)])]
+
+
 def test_embedded_corpus_splits_documents_without_overlap():
-    docs = embedded.documents()
-    names = sorted(docs)
-    assert len(names) > 500 and any(n.startswith("topic:") for n in names)
-    val = set(names[::embedded.VAL_EVERY])
-    assert val and val.isdisjoint(set(names) - val)
     splits = embedded.embedded_splits()
     assert len(splits["train"]) > 300_000 and len(splits["val"]) > 20_000
-    # the validation split is exactly the validation documents, tokenised
+    assert splits["train"][0] == splits["val"][0] == EOT
+    train_docs, val_docs = split_at_eot(splits["train"]), split_at_eot(splits["val"])
+    # no document of the validation stream is also in the training stream
+    assert len(val_docs) > 50 and not set(val_docs) & set(train_docs)
+    # and the validation stream is every tenth document by name, each tokenised here
+    docs = embedded.documents()
+    names = sorted(docs)
     enc = gpt2_encoding()
-    first_val = enc.encode_ordinary(docs[names[0]])
-    assert list(splits["val"][1:1 + len(first_val)]) == first_val
+    assert val_docs == [tuple(enc.encode_ordinary(docs[n])) for n in names[::embedded.VAL_EVERY]]
+    assert len(train_docs) == len(names) - len(val_docs)

@@ -28,6 +28,7 @@ def test_read_log_takes_numeric_records_and_the_last_value_of_a_repeated_step(tm
     assert series["val"] == [(0, 10.9), (2, 9.1)] and series["hella"] == [(2, 0.25)]
 
 
+@pytest.mark.slow
 def test_plot_overlays_several_logs(tmp_path):
     pytest.importorskip("matplotlib")
     for name in ("baseline", "rope"):

@@ -10,6 +10,8 @@ import pytest
 
 from gptlab.paths import REPO_ROOT
 
+pytestmark = pytest.mark.slow
+
 SMOKE = ["--preset", "smoke", "--max-steps", "2", "train.num_samples=0", "train.hellaswag=false"]
 
 

@@ -13,6 +13,8 @@ from gptlab.training import checkpoint as ckpt
 from gptlab.training.cli import main
 from gptlab.training.logger import read_log
 
+pytestmark = pytest.mark.slow
+
 # dropout makes the RNG state part of what must be restored
 BASE = ["--preset", "smoke", "--max-steps", "6", "train.eval_interval=3", "train.num_samples=0",
         "train.hellaswag=false", "model.dropout=0.1"]
@@ -46,6 +48,7 @@ def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path):
     assert read_log(tmp_path / "whole" / "log.txt")["train"] == read_log(tmp_path / "split" / "log.txt")["train"]
 
 
+@pytest.mark.long
 def test_two_process_ddp_resume_is_bitwise_identical(tmp_path):
     def torchrun(*args):
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -1,14 +1,19 @@
 """train.py end to end: real runs of the smoke preset in temporary directories."""
 
 import os
+import socket
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
+from gptlab import load_model
+from gptlab.data import embedded
 from gptlab.paths import REPO_ROOT
+from gptlab.training.checkpoint import CheckpointError
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.cli import main
 from gptlab.training.distributed import torchrun_command
@@ -30,6 +35,7 @@ def test_help_documents_the_flags_and_the_override_syntax():
         assert text in out
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_the_log_and_checkpoints_then_generates(tmp_path):
     log_dir = tmp_path / "run"
     result = run_train("--experiment", "rope", "--preset", "smoke", "--log-dir", str(log_dir), "--max-steps", "4",
@@ -53,6 +59,7 @@ def test_smoke_run_writes_the_log_and_checkpoints_then_generates(tmp_path):
     assert result.stdout.count("--- sample") == 2 and result.stdout.count("The function") == 2
 
 
+@pytest.mark.long
 def test_every_shipped_experiment_trains_a_few_smoke_steps(tmp_path, capsys):
     for name in EXPERIMENTS:
         code = main(["--experiment", name, "--preset", "smoke", "--log-dir", str(tmp_path / name),
@@ -61,6 +68,7 @@ def test_every_shipped_experiment_trains_a_few_smoke_steps(tmp_path, capsys):
         assert (tmp_path / name / "model_00002.pt").is_file()
 
 
+@pytest.mark.slow
 def test_a_new_run_never_overwrites_an_existing_one(tmp_path, capsys):
     args = ["--preset", "smoke", "--log-dir", str(tmp_path), "--max-steps", "1", "train.num_samples=0", *OFFLINE]
     assert main(args) == 0
@@ -76,6 +84,8 @@ def test_a_new_run_never_overwrites_an_existing_one(tmp_path, capsys):
     ("n_layer=3", "not of the form model.FIELD=VALUE"),
     ("train.total_batch_size=1000", "total_batch_size=1000 is not divisible by"),
     ("model.n_head=5", "n_embd=64 is not divisible by n_head=5"),
+    ("model.n_kv_head=4", "n_kv_head=4 would be ignored: BaseAttention uses 8 K/V head(s)"),
+    ("model.rope_theta=500", "rope_theta=500.0 would be ignored"),
 ])
 def test_bad_overrides_are_one_clear_error(tmp_path, capsys, override, message):
     assert main(["--preset", "smoke", "--log-dir", str(tmp_path), override, *OFFLINE]) == 2
@@ -83,6 +93,7 @@ def test_bad_overrides_are_one_clear_error(tmp_path, capsys, override, message):
     assert not (tmp_path / "log.txt").exists()
 
 
+@pytest.mark.long
 def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
@@ -111,3 +122,102 @@ def test_plain_start_on_several_gpus_relaunches_under_torchrun():
     command = torchrun_command("train.py", ["--experiment", "rope"], 8)
     assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=8", "train.py",
                            "--experiment", "rope"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.long
+def test_two_nodes_of_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    # total batch 1024 = 4 x 64 x 4 ranks; one process accumulates 4 micro-batches of 4
+    common = ["--experiment", "rope", "--preset", "smoke", "--max-steps", "4", "train.eval_interval=2",
+              "train.micro_batch_size=4", "train.num_samples=0", *OFFLINE]
+    port = free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=2",
+                               "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}", "--rdzv-id=gptlab-test",
+                               str(REPO_ROOT / "train.py"), "--log-dir", str(tmp_path / "nodes"), *common],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for node in nodes:
+        out, err = node.communicate(timeout=600)
+        assert node.returncode == 0, err[-3000:]
+    single = run_train("--log-dir", str(tmp_path / "single"), *common)
+    assert single.returncode == 0, single.stderr
+    nodes_log, single_log = read_log(tmp_path / "nodes" / "log.txt"), read_log(tmp_path / "single" / "log.txt")
+    assert '"processes": 4' in (tmp_path / "nodes" / "log.txt").read_text()
+    for key in ("train", "val"):
+        for (s1, a), (s2, b) in zip(nodes_log[key], single_log[key], strict=True):
+            assert s1 == s2 and abs(a - b) < 1e-4, (key, s1, a, b)
+
+
+EXTRAS = """
+    import torch
+    from gptlab.modules import MLP, Extras
+
+    class ReportingMLP(MLP):
+        # a stand-in for a mixture of experts: an extra loss and a metric, as a component reports them
+        def forward(self, x):
+            out = super().forward(x)
+            return out, Extras(losses={"balance": 0.01 * out.pow(2).mean()}, metrics={"out_rms": out.pow(2).mean().sqrt()})
+
+    MLP_CLASS = ReportingMLP
+"""
+
+
+@pytest.mark.slow
+def test_extra_losses_reach_the_log_and_validation_stays_cross_entropy(tmp_path, capsys):
+    exp = tmp_path / "reporting.py"
+    exp.write_text(textwrap.dedent(EXTRAS))
+    log_dir = tmp_path / "run"
+    assert main(["--experiment", str(exp), "--preset", "smoke", "--max-steps", "3", "train.eval_interval=3",
+                 "train.num_samples=0", *OFFLINE, "--log-dir", str(log_dir)]) == 0
+    assert "| balance " in capsys.readouterr().out
+    series = read_log(log_dir / "log.txt")
+    assert [s for s, _ in series["train_balance"]] == [0, 1, 2] and all(v > 0 for _, v in series["train_balance"])
+    assert [s for s, _ in series["train_out_rms"]] == [0, 1, 2]
+    # the checkpoint's class is found again in the experiment file, and validation is plain cross-entropy
+    model = load_model(log_dir / "model_00003.pt")
+    assert type(model.transformer.h[0].mlp).__name__ == "ReportingMLP"
+    val = embedded.embedded_splits()["val"]
+    losses = []
+    for i in range(4):  # the smoke preset's val_steps batches of 8 x 64
+        buf = torch.from_numpy(val[i * 512:(i + 1) * 512 + 1].astype("int64"))
+        logits = model(buf[:-1].view(8, 64)).logits
+        losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), buf[1:]).item())
+    assert dict(series["val"])[3] == pytest.approx(sum(losses) / 4, abs=2e-6)
+    exp.unlink()
+    with pytest.raises(CheckpointError, match="ReportingMLP was defined in the experiment file .*reporting.py, "
+                                              "which no longer exists"):
+        load_model(log_dir / "model_00003.pt")
+
+
+@pytest.mark.slow
+def test_load_model_finds_gptlab_classes_without_running_the_experiment_file(tmp_path, capsys):
+    exp = tmp_path / "myrope.py"
+    exp.write_text((REPO_ROOT / "experiments" / "rope.py").read_text())
+    log_dir = tmp_path / "run"
+    assert main(["--experiment", str(exp), "--preset", "smoke", "--max-steps", "1", "train.num_samples=0",
+                 *OFFLINE, "--log-dir", str(log_dir)]) == 0
+    exp.write_text("raise RuntimeError('the experiment file was executed')\n")
+    model = load_model(log_dir / "model_00001.pt")
+    state = torch.load(log_dir / "model_00001.pt", weights_only=True)
+    assert type(model.transformer.wpe).__name__ == "RoPE" and not model.training
+    for name, tensor in state["model"].items():
+        assert torch.equal(model.state_dict()[name], tensor)
+
+
+@pytest.mark.slow
+def test_inference_seed_zero_is_seed_zero(tmp_path, capsys):
+    log_dir = tmp_path / "run"
+    assert main(["--preset", "smoke", "--max-steps", "1", "train.num_samples=0", *OFFLINE,
+                 "--log-dir", str(log_dir)]) == 0
+    capsys.readouterr()
+
+    def samples(*seed):
+        assert main(["--inference", str(log_dir / "model_00001.pt"), "--num-samples", "1", "--max-new-tokens", "12",
+                     *seed]) == 0
+        return capsys.readouterr().out.split("--- sample 0")[1]
+
+    assert samples("--seed", "0") == samples("--seed", "0") != samples("--seed", "42") == samples()
