@@ -27,7 +27,7 @@ def prepare_hellaswag(cfg: TrainingConfig, ctx: Dist) -> tuple[Path | None, str]
     if not cfg.hellaswag:
         return None, "train.hellaswag is off"
     if cfg.hellaswag_file:
-        path, why = Path(cfg.hellaswag_file), f"train.hellaswag_file={cfg.hellaswag_file} does not exist"
+        path, why = Path(cfg.hellaswag_file), f"train.hellaswag_file={cfg.hellaswag_file} cannot be read on every rank"
     else:
         path, why = None, ""
         if ctx.local_rank == 0:

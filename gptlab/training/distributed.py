@@ -77,19 +77,19 @@ def sum_over_ranks(value: torch.Tensor, ctx: Dist) -> torch.Tensor:
 
 def all_ranks_agree(flag: bool, ctx: Dist) -> bool:
     """True on every rank when flag is true on every rank."""
-    if not ctx.ddp:
-        return flag
-    value = torch.tensor([int(flag)], device=ctx.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MIN)
-    return bool(value.item())
+    return _reduce_flag(flag, ctx, dist.ReduceOp.MIN)
 
 
 def any_rank(flag: bool, ctx: Dist) -> bool:
     """True on every rank when flag is true on some rank."""
+    return _reduce_flag(flag, ctx, dist.ReduceOp.MAX)
+
+
+def _reduce_flag(flag: bool, ctx: Dist, op) -> bool:
     if not ctx.ddp:
         return flag
     value = torch.tensor([int(flag)], device=ctx.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    dist.all_reduce(value, op=op)
     return bool(value.item())
 
 

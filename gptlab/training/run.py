@@ -52,6 +52,10 @@ def check_run(run: Run, world_size: int) -> None:
     its config, and the batch shape against the model and the number of processes."""
     from gptlab.models.gpt import check_components
     check_components(run.model_config, **run.experiment.components())
+    cfg = run.train_config
+    if cfg.hellaswag and cfg.hellaswag_file and not Path(cfg.hellaswag_file).is_file():
+        raise TrainingError(f"train.hellaswag_file={cfg.hellaswag_file} is not a file; give the path of a HellaSwag "
+                            f".jsonl, or leave it empty for the official validation set")
     if run.train_config.sequence_length > run.model_config.block_size:
         raise TrainingError(f"sequence_length={run.train_config.sequence_length} is longer than block_size="
                             f"{run.model_config.block_size}; lower train.sequence_length or raise model.block_size")

@@ -59,12 +59,16 @@ def test_a_signal_saves_at_the_next_step_and_the_resumed_run_is_bitwise_identica
     assert read_log(tmp_path / "whole" / "log.txt")["val"] == read_log(run_dir / "log.txt")["val"]
 
 
+def nightly(run_dir: Path, retry_wait: int) -> subprocess.Popen:
+    env = {**os.environ, "PYTHON": sys.executable, "RETRY_WAIT": str(retry_wait), "NPROC": "1", "LOG_DIR": str(run_dir)}
+    return subprocess.Popen(["bash", str(REPO_ROOT / "train_nightly.sh"), *ARGS], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
 @pytest.mark.long
 def test_nightly_resumes_a_preempted_run_at_once(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHON": sys.executable, "RETRY_WAIT": "3600", "NPROC": "1", "LOG_DIR": str(run_dir)}
-    loop = subprocess.Popen(["bash", str(REPO_ROOT / "train_nightly.sh"), *ARGS], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    loop = nightly(run_dir, retry_wait=3600)
     wait_for_line(run_dir / "log.txt", "3 train", loop)
     children = subprocess.run(["pgrep", "-P", str(loop.pid)], capture_output=True, text=True).stdout.split()
     for pid in children:
@@ -80,9 +84,7 @@ def test_nightly_resumes_a_preempted_run_at_once(tmp_path):
 @pytest.mark.long
 def test_sigterm_to_the_nightly_loop_saves_and_stops_it(tmp_path):
     run_dir = tmp_path / "run"
-    env = {**os.environ, "PYTHON": sys.executable, "RETRY_WAIT": "0", "NPROC": "1", "LOG_DIR": str(run_dir)}
-    loop = subprocess.Popen(["bash", str(REPO_ROOT / "train_nightly.sh"), *ARGS], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    loop = nightly(run_dir, retry_wait=0)
     wait_for_line(run_dir / "log.txt", "5 train", loop)
     loop.send_signal(signal.SIGTERM)
     out, err = loop.communicate(timeout=120)
