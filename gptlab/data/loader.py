@@ -1,9 +1,12 @@
-"""The sharded token loader (build-nanogpt's DataLoaderLite, made resumable).
+"""The sharded token loader (build-nanogpt's DataLoaderLite, made a function of the step).
 
-Each step every rank reads B*T+1 consecutive tokens: rank r at offset B*T*r, then all
-ranks move on by B*T*world, so together they read the stream once, each rank different
-tokens. A shard too short for the next step is left for the next shard; after the last
-shard the stream starts over. `state_dict()` is the position; loading it continues there.
+The training stream is read one optimizer step at a time: each step takes the next block of
+tokens_per_step = B*T*world_size*accum consecutive tokens, and rank r's micro-step m reads
+its B*T (+1 for the targets) at offset (m*world_size + r)*B*T inside the block. Every step
+therefore reads the same tokens whatever the number of ranks and micro-batches, and the
+position (shard, block start) is the same on every rank: a run checkpointed on 8 GPUs
+continues on 4 or 1 with the same data. A shard too short for the next block is left for
+the next shard; after the last shard the stream starts over. `state_dict()` is the position.
 """
 
 from __future__ import annotations
@@ -16,50 +19,54 @@ from gptlab.data.shards import DataError
 
 class TokenLoader:
     def __init__(self, shards: list[np.ndarray], B: int, T: int, rank: int = 0, world_size: int = 1,
-                 name: str = "data"):
-        self.shards, self.B, self.T, self.rank, self.world_size = shards, B, T, rank, world_size
-        needed = B * T * world_size + 1
-        short = [i for i, s in enumerate(shards) if len(s) < needed]
+                 accum: int = 1, name: str = "data"):
+        self.shards, self.B, self.T, self.rank, self.world_size, self.accum = shards, B, T, rank, world_size, accum
+        self.tokens_per_step = B * T * world_size * accum
+        short = [i for i, s in enumerate(shards) if len(s) < self.tokens_per_step + 1]
         if not shards or len(short) == len(shards):
             raise DataError(f"{name} holds {sum(len(s) for s in shards):,} tokens in {len(shards)} shard(s), "
-                            f"fewer than one step needs (B*T*world+1 = {needed:,}); "
-                            f"lower micro_batch_size or sequence_length, or use more data")
+                            f"fewer than one step needs ({self.tokens_per_step + 1:,}: B*T*processes*accumulation "
+                            f"+ 1); lower micro_batch_size, sequence_length or total_batch_size, or use more data")
         self.reset()
 
     def reset(self) -> None:
-        self.shard, self.position = 0, self.B * self.T * self.rank
-        self.epoch = 0
+        self.shard, self.position, self.micro, self.epoch = 0, 0, 0, 0
         self._skip_short_shards()
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = self.B, self.T
-        tokens = self.shards[self.shard]
-        buf = torch.from_numpy(np.asarray(tokens[self.position:self.position + B * T + 1], dtype=np.int64))
+        start = self.position + (self.micro * self.world_size + self.rank) * B * T
+        buf = torch.from_numpy(np.asarray(self.shards[self.shard][start:start + B * T + 1], dtype=np.int64))
         x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
-        self.position += B * T * self.world_size
-        if self.position + B * T * self.world_size + 1 > len(tokens) + B * T * self.rank:
-            self._advance_shard()
+        self.micro += 1
+        if self.micro == self.accum:
+            self.micro, self.position = 0, self.position + self.tokens_per_step
+            if self.position + self.tokens_per_step + 1 > len(self.shards[self.shard]):
+                self._advance_shard()
         return x, y
 
     def _advance_shard(self) -> None:
         self.shard += 1
         if self.shard == len(self.shards):
             self.shard, self.epoch = 0, self.epoch + 1
-        self.position = self.B * self.T * self.rank
+        self.position = 0
         self._skip_short_shards()
 
     def _skip_short_shards(self) -> None:
-        while len(self.shards[self.shard]) < self.B * self.T * self.world_size + 1:
+        while len(self.shards[self.shard]) < self.tokens_per_step + 1:
             self._advance_shard()
 
     def state_dict(self) -> dict:
-        return {"shard": self.shard, "position": self.position, "epoch": self.epoch, "rank": self.rank,
-                "world_size": self.world_size, "B": self.B, "T": self.T}
+        """The stream's position: the same on every rank."""
+        return {"shard": self.shard, "position": self.position, "micro": self.micro, "epoch": self.epoch,
+                "T": self.T, "tokens_per_step": self.tokens_per_step}
 
     def load_state_dict(self, state: dict) -> None:
-        mine = {"rank": self.rank, "world_size": self.world_size, "B": self.B, "T": self.T}
-        theirs = {k: state[k] for k in mine}
-        if theirs != mine:
-            raise DataError(f"the saved data position is for {theirs}, this run has {mine}; "
-                            f"resume with the same number of processes and batch shape")
-        self.shard, self.position, self.epoch = state["shard"], state["position"], state["epoch"]
+        if "world_size" in state:  # a checkpoint of the per-rank format: rank r stood r*B*T into its block
+            state = {**state, "position": state["position"] - state["B"] * state["T"] * state["rank"], "micro": 0,
+                     "tokens_per_step": None}
+        if state["T"] != self.T or state["tokens_per_step"] not in (None, self.tokens_per_step):
+            raise DataError(f"the saved data position is for steps of {state['tokens_per_step']} tokens in sequences "
+                            f"of {state['T']}, this run reads {self.tokens_per_step} in sequences of {self.T}; resume "
+                            f"with the same total_batch_size and sequence_length")
+        self.shard, self.position, self.micro, self.epoch = state["shard"], state["position"], state["micro"], state["epoch"]

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from gptlab.core.config import TrainingConfig
 from gptlab.data import embedded
@@ -17,9 +20,10 @@ class Data:
     train: TokenLoader
     val: TokenLoader
     description: str
+    fingerprint: str  # of the shard list: which data this is, wherever it lies
 
 
-def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: int = 1) -> Data:
+def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: int = 1, accum: int = 1) -> Data:
     """data="fineweb": shards in data_dir (an error if there are none); "embedded": the
     embedded corpus; "auto": shards if the default directory (or data_dir) holds any,
     else the embedded corpus."""
@@ -33,16 +37,29 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
                             f"`python -m gptlab.data.fineweb --out {data_dir}`, or train on the embedded corpus "
                             f"with train.data=embedded")
         train_shards, val_shards = [load_shard(p) for p in train_paths], [load_shard(p) for p in val_paths]
+        train_names, val_names = [p.name for p in train_paths], [p.name for p in val_paths]
         total = sum(len(s) for s in train_shards)
         description = (f"FineWeb-Edu shards in {data_dir}: {len(train_shards)} train shards ({total:,} tokens), "
                        f"{len(val_shards)} val")
     else:
         splits = embedded.embedded_splits()
         train_shards, val_shards = [splits["train"]], [splits["val"]]
+        train_names, val_names = ["embedded train"], ["embedded val"]
         description = embedded.describe(splits)
         if train.data == "auto":
             description += f" (no prepared data in {data_dir})"
-    return Data(train=TokenLoader(train_shards, B, T, rank, world_size, name=f"train data ({description})"),
+    return Data(train=TokenLoader(train_shards, B, T, rank, world_size, accum, name=f"train data ({description})"),
                 # every rank reads the whole validation stream and scores its share of the batches
                 val=TokenLoader(val_shards, B, T, 0, 1, name=f"val data ({description})"),
-                description=description)
+                description=description,
+                fingerprint=fingerprint({"train": (train_names, train_shards), "val": (val_names, val_shards)}))
+
+
+def fingerprint(splits: dict[str, tuple[list[str], list[np.ndarray]]]) -> str:
+    """What identifies a data set however it was moved: each shard's name, length and first tokens."""
+    digest = hashlib.sha256()
+    for split, (names, shards) in splits.items():
+        for name, tokens in zip(names, shards):
+            digest.update(f"{split}/{name}/{len(tokens)}/".encode())
+            digest.update(np.ascontiguousarray(tokens[:4096]).tobytes())
+    return digest.hexdigest()[:16]
