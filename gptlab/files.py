@@ -60,3 +60,57 @@ def remove_temporaries(directory: Path, name_pattern: str) -> None:
     """Delete what writes that were killed midway left of files matching name_pattern."""
     for tmp in Path(directory).glob(f".{name_pattern}{TEMPORARY_MARK}*"):
         tmp.unlink(missing_ok=True)
+
+
+class DirectoryLock:
+    """An exclusive lock on a directory for as long as this process holds it: an OS file lock
+    on `<directory>/.lock`, which the kernel releases when the process ends however it ends,
+    so a killed holder never leaves it stuck. `acquire` returns False while another holds it;
+    `release` removes the file again."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / ".lock"
+        self._file = None
+
+    def acquire(self) -> bool:
+        while True:
+            f = open(self.path, "a+")
+            try:
+                _lock(f)
+            except OSError:
+                f.close()
+                return False
+            try:  # the holder before us may have removed the file between our open and our lock
+                if os.stat(self.path).st_ino == os.fstat(f.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            f.close()
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._file = f
+        return True
+
+    def holder(self) -> str:
+        """The pid the lock file names (the holder's, while it is held)."""
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def release(self) -> None:
+        if self._file is not None:
+            self.path.unlink(missing_ok=True)  # while still locked, so no one holds a removed file
+            self._file.close()  # closing the file releases the lock
+            self._file = None
+
+
+def _lock(f) -> None:
+    if os.name == "nt":
+        import msvcrt
+        msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

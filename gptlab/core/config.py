@@ -106,6 +106,8 @@ class TrainingConfig:
     compile: bool = True  # torch.compile on CUDA
     data: str = "auto"  # "auto" (FineWeb-Edu shards if prepared, else embedded), "fineweb", "embedded"
     data_dir: str = ""  # FineWeb-Edu shards; "" = <repo>/data/edu_fineweb10B
+    allow_data_change: bool = False  # resume on data other than the checkpoint's (the stream starts over)
+    allow_source_change: bool = False  # resume although the experiment file or a user component changed
 
     def __post_init__(self) -> None:
         problems = []

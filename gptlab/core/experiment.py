@@ -143,12 +143,8 @@ def resolve_experiment_path(name_or_path: str | Path) -> Path:
 def load_experiment(name_or_path: str | Path) -> Experiment:
     path = resolve_experiment_path(name_or_path)
     namespace = _execute(path)
-    problems = []
-    for name in namespace:
-        if name.isupper() and name not in DEFAULTS:
-            close = difflib.get_close_matches(name, DEFAULTS, n=1, cutoff=0.75)
-            if close:
-                problems.append(f"{name} is not a setting an experiment reads; did you mean {close[0]}?")
+    problems = [_not_a_setting(name, value) for name, value in namespace.items() if name not in DEFAULTS]
+    problems = [p for p in problems if p]
     values = {name: namespace.get(name, default) for name, default in DEFAULTS.items()}
     for name, config_cls in (("MODEL_CONFIG", GPTConfig), ("TRAINING_CONFIG", TrainingConfig)):
         if not isinstance(values[name], config_cls):
@@ -188,6 +184,26 @@ def _execute(path: Path) -> dict:
     except Exception as e:
         raise ExperimentError(f"experiment {path} failed to run: {type(e).__name__}: {e}") from e
     return vars(module)
+
+
+def _not_a_setting(name: str, value) -> str | None:
+    """The problem with a top-level name that looks meant as a setting but is not one: a config,
+    or a component class bound under a name other than its own (`MLP = SwiGLU`), or an
+    upper-case name close to a setting's. Imports and helpers (`_private`) pass."""
+    if name.startswith("_"):
+        return None
+    is_config = isinstance(value, (GPTConfig, TrainingConfig))
+    is_component = isinstance(value, type) and issubclass(value, nn.Module) and value.__name__ != name
+    close = difflib.get_close_matches(name.upper(), DEFAULTS, n=1, cutoff=0.75)
+    if not (is_config or is_component or (name.isupper() and close)):
+        return None
+    if is_config:  # the setting its kind fits, else the closest name
+        close = ["MODEL_CONFIG" if isinstance(value, GPTConfig) else "TRAINING_CONFIG"]
+    elif is_component:
+        close = [slot for kind, slot, _ in _KNOWN_KINDS if issubclass(value, kind)][:1] or close
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"{name} is not a setting an experiment reads, so it would be ignored; {hint}"
+            f"the settings are: {', '.join(DEFAULTS)}")
 
 
 def _check_class(slot: str, value, base: type, description: str) -> str | None:

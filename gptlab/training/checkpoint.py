@@ -30,9 +30,10 @@ from gptlab.training.distributed import Dist, barrier
 FORMAT_VERSION = 1
 NAME = re.compile(r"model_(\d{5,})\.pt")
 # training fields that may change when a run is resumed: they do not alter the trajectory
+# (micro_batch_size too: every step reads the same tokens whatever the micro-batches and processes)
 RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_steps", "hellaswag", "hellaswag_limit", "hellaswag_file",
                      "num_samples", "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile",
-                     "data_dir"}
+                     "data_dir", "micro_batch_size", "allow_data_change", "allow_source_change"}
 
 
 class CheckpointError(RuntimeError):
@@ -68,6 +69,9 @@ def save_checkpoint(path: Path, state: dict) -> None:
                               f"permissions) and continue with --resume auto") from None
 
 
+NO_MARKER = "its .sha256 completion marker is missing (the save did not finish, or it was copied without it)"
+
+
 def verify(path: Path) -> str | None:
     """None when path is a complete checkpoint, else what is wrong with it."""
     path = Path(path)
@@ -75,7 +79,7 @@ def verify(path: Path) -> str | None:
     if not path.is_file():
         return "it does not exist"
     if not marker.is_file():
-        return "its .sha256 completion marker is missing (the save did not finish)"
+        return NO_MARKER
     expected = (marker.read_text().split() or [""])[0]
     if _sha256(path) != expected:
         return "its contents do not match its stored sha256 (truncated or corrupted)"
@@ -90,14 +94,14 @@ def load_checkpoint(path: Path, check: bool = True) -> dict:
         raise CheckpointError(f"checkpoint {path} does not exist; give the path of a model_NNNNN.pt file, "
                               f"or --resume auto to take the newest one of the experiment")
     problem = verify(path) if check else None
-    if problem and not problem.startswith("its .sha256"):
+    if problem and problem != NO_MARKER:
         raise CheckpointError(f"checkpoint {path} is damaged: {problem}. Use an earlier checkpoint "
                               f"(--resume auto picks the newest intact one)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"checkpoint {path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
-                              f"it is damaged or not a gptlab checkpoint. Use an earlier one") from None
+    except Exception as e:  # torch's own message would advise loading it unsafely: not for a file of unknown origin
+        raise CheckpointError(f"checkpoint {path} cannot be read as a gptlab checkpoint ({type(e).__name__}); "
+                              f"it is damaged, or not a checkpoint gptlab wrote. Use an earlier one") from None
     if not isinstance(state, dict) or "model" not in state or "format_version" not in state:
         raise CheckpointError(f"{path} is not a gptlab checkpoint (no model/format_version entries)")
     return state
@@ -110,12 +114,41 @@ def list_checkpoints(log_dir: Path) -> list[Path]:
 
 
 def latest_checkpoint(log_dir: Path) -> Path | None:
-    """The newest complete checkpoint; damaged or partial ones are skipped with a warning."""
+    """The newest usable checkpoint, or None where there is no checkpoint at all.
+
+    Damaged ones are skipped with a warning. One without its .sha256 marker (copied without
+    it, or killed between the rename and the marker) is used, and given its marker, when it
+    loads and is consistent. Where checkpoints exist but none is usable, CheckpointError:
+    resuming must never quietly start over on top of them."""
+    unusable = []
     for path in list_checkpoints(log_dir):
         problem = verify(path)
+        if problem == NO_MARKER:
+            problem = _check_contents(path)
+            if problem is None:
+                atomic_write_text(path.with_name(path.name + ".sha256"), f"{_sha256(path)}  {path.name}\n")
+                warnings.warn(f"checkpoint {path} had no .sha256 marker; it loads and is consistent, so it is used "
+                              f"(and its marker written)", stacklevel=2)
         if problem is None:
             return path
         warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
+        unusable.append(f"{path.name}: {problem}")
+    if unusable:
+        raise CheckpointError(f"{log_dir} holds {len(unusable)} checkpoint(s), none usable:\n  - " +
+                              "\n  - ".join(unusable) + "\nresuming will not start over on top of them: move them "
+                              "away (or give the run another --log-dir) to start afresh, or --resume a good copy")
+    return None
+
+
+def _check_contents(path: Path) -> str | None:
+    """None when the checkpoint at path loads and holds the step its name says."""
+    try:
+        state = load_checkpoint(path, check=False)
+    except CheckpointError as e:
+        return str(e)
+    step = int(NAME.fullmatch(path.name).group(1))
+    if state.get("step") != step or not all(key in state for key in ("optimizer", "loader", "rng", "experiment")):
+        return f"its contents are inconsistent (step {state.get('step')} in a file named for step {step})"
     return None
 
 
@@ -140,7 +173,12 @@ class Checkpointer:
         self.log_dir, self.keep_last, self.ctx, self.description = Path(log_dir), keep_last, ctx, description
 
     def save(self, state) -> Path:
-        """A collective: every rank calls it, rank 0 writes."""
+        """A collective: every rank calls it, rank 0 writes. Non-finite weights are never saved."""
+        bad = [name for name, p in state.model.named_parameters() if not torch.isfinite(p).all()]
+        if bad:
+            raise CheckpointError(f"the weights at step {state.step} are not finite ({', '.join(bad[:3])}"
+                                  f"{', ...' if len(bad) > 3 else ''}): the run has diverged, and no checkpoint is "
+                                  f"written of it. Resume from an earlier checkpoint with a lower max_lr")
         contents = state.state_dict()
         path = checkpoint_path(self.log_dir, state.step)
         if self.ctx.master:
@@ -166,10 +204,38 @@ def check_resumable(state: dict, run) -> None:
         for key in sorted(set(saved) | set(now)):
             if key not in allowed and saved.get(key) != now.get(key):
                 problems.append(f"{label}.{key} was {saved.get(key)!r}, now {now.get(key)!r}")
+    if not run.train_config.allow_source_change:
+        now = {s["path"]: s["sha256"] for s in _current_sources(run)}
+        for saved in state.get("sources", []):
+            if now.get(saved["path"]) != saved["sha256"]:
+                change = "has changed" if saved["path"] in now else "is no longer used or no longer exists"
+                problems.append(f"{saved['path']} {change} since the checkpoint (its text at the time is in the "
+                                f"checkpoint and in log.txt); restore it, or resume anyway with "
+                                f"train.allow_source_change=true")
     if problems:
         raise CheckpointError(f"cannot resume from {run.resume}:\n  - " + "\n  - ".join(problems) +
                               "\nrun with the same experiment, preset and overrides as the checkpoint's run, "
                               "or start a new run in another --log-dir")
+
+
+def _current_sources(run) -> list[dict]:
+    from gptlab.training.run import sources
+    return sources(run.experiment)
+
+
+def check_same_data(state: dict, fingerprint: str, run) -> bool:
+    """Whether the checkpoint was reading this data. Another data set is refused, unless asked
+    for (then its position means nothing here, and the caller starts the stream afresh)."""
+    saved = state.get("data_fingerprint")
+    if saved is None or saved == fingerprint:
+        return True
+    if not run.train_config.allow_data_change:
+        raise CheckpointError(f"cannot resume from {run.resume}: it was reading other data (fingerprint {saved}, "
+                              f"{state.get('data', 'unknown')!r}); this run's data has fingerprint {fingerprint}. "
+                              f"Its saved position would be applied to other shards. Point train.data_dir at the "
+                              f"checkpoint's data, or continue on this data from the start of its stream with "
+                              f"train.allow_data_change=true")
+    return False
 
 
 def experiment_of(state: dict) -> Experiment:

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, parse_overrides, replace_config
@@ -14,7 +15,9 @@ from gptlab.data.shards import DataError
 from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError
-from gptlab.training.logger import read_header
+from gptlab.files import DirectoryLock
+from gptlab.training.distributed import Dist, all_ranks_agree
+from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Run, TrainingError, check_run
@@ -74,9 +77,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def resolve_run(args: argparse.Namespace, world_size: int = 1) -> Run:
-    """Experiment file, then preset, then command line; the log directory's state; and every
-    check that can be made before anything is written."""
+def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
+    """Experiment file, then preset, then command line; every check that can be made before
+    anything is written; then the log directory, held by this run alone, and its state."""
+    ctx = ctx or Dist()
     exp = load_experiment(args.experiment)
     overrides = parse_overrides(args.overrides)
     preset_model, preset_train = PRESETS[args.preset]
@@ -87,13 +91,25 @@ def resolve_run(args: argparse.Namespace, world_size: int = 1) -> Run:
     train_config = replace_config(exp.training_config, **{**preset_train, **overrides["train"]})
     log_dir = (args.log_dir or LOG_ROOT / exp.name / "log").expanduser().resolve()
     run = Run(exp, model_config, train_config, log_dir, preset=args.preset)
-    check_run(run, world_size)
+    check_run(run, ctx.world_size)
     _check_writable(log_dir)
+    run.lock = _hold(log_dir, ctx)
+    try:
+        _find_resume_state(args, run)
+    except BaseException:
+        if run.lock is not None:
+            run.lock.release()
+        raise
+    return run
 
+
+def _find_resume_state(args: argparse.Namespace, run: Run) -> None:
+    """What the log directory holds, and where this run continues from (if it does)."""
+    log_dir, train_config = run.log_dir, run.train_config
     if args.resume == "auto":
         run.resume = ckpt.latest_checkpoint(log_dir)  # verified against its sha256 already
         if run.resume is None:
-            _refuse_other_experiment(log_dir, exp.name)
+            _refuse_other_experiment(log_dir, run.experiment.name)
             print(f"no intact checkpoint in {log_dir}: starting the run from step 0")
         else:
             run.resume_state = ckpt.load_checkpoint(run.resume, check=False)
@@ -104,7 +120,21 @@ def resolve_run(args: argparse.Namespace, world_size: int = 1) -> Run:
         _refuse_existing_run(log_dir)
     if run.resume_state is not None:
         ckpt.check_resumable(run.resume_state, run)
-    return run
+        step, stop_at = run.resume_state["step"], train_config.stop_at
+        if stop_at and step >= stop_at and step < train_config.max_steps:
+            raise TrainingError(f"{run.resume} is at step {step}, at or past train.stop_at={stop_at}: there is "
+                                f"nothing to train. Raise train.stop_at, or leave it out to train to max_steps="
+                                f"{train_config.max_steps}. Nothing was changed")
+
+
+def _hold(log_dir: Path, ctx: Dist) -> DirectoryLock | None:
+    """Rank 0 locks the log directory for the run's lifetime; every rank learns whether it could."""
+    lock = DirectoryLock(log_dir) if ctx.master else None
+    if not all_ranks_agree(lock.acquire() if lock else True, ctx):
+        holder = lock.holder() if lock else "unknown"
+        raise TrainingError(f"{log_dir} is in use by another training run (pid {holder}); wait for it to finish, "
+                            f"or give this run its own --log-dir. Nothing was changed")
+    return lock
 
 
 def _check_writable(log_dir: Path) -> None:
@@ -119,11 +149,18 @@ def _check_writable(log_dir: Path) -> None:
 
 
 def _refuse_existing_run(log_dir: Path) -> None:
-    existing = ckpt.list_checkpoints(log_dir)
-    if existing or (log_dir / "log.txt").exists():
+    """A directory holding checkpoints or a log of trained steps holds a run to protect. The log
+    of an attempt that failed before its first step is moved aside (kept, never deleted)."""
+    existing, log = ckpt.list_checkpoints(log_dir), log_dir / "log.txt"
+    trained = log.exists() and "train" in read_log(log)
+    if existing or trained:
         raise TrainingError(f"{log_dir} already holds a run (log.txt, {len(existing)} checkpoint(s)); "
                             f"continue it with --resume auto, or start a separate run with --log-dir DIR. "
                             f"Nothing was changed")
+    if log.exists():
+        aside = log.with_name(f"log.{time.strftime('%Y%m%d-%H%M%S')}.untrained.txt")
+        log.rename(aside)
+        print(f"{log_dir} held the log of an attempt that never trained a step; it is kept as {aside.name}")
 
 
 def _refuse_other_experiment(log_dir: Path, name: str) -> None:
@@ -166,13 +203,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{nproc} GPUs: running {' '.join(command)} (use --no-launch for one process)", flush=True)
             return subprocess.call(command)
         ctx = distributed.setup(args.device)
+        run = None
         try:
-            run = resolve_run(args, ctx.world_size)
+            run = resolve_run(args, ctx)
             distributed.barrier(ctx)  # every rank has seen the log directory before rank 0 writes to it
             from gptlab.training.trainer import train
             use_compile = run.train_config.compile and not args.no_compile and ctx.device_type == "cuda"
             train(run, ctx, compile_model=use_compile)
         finally:
+            if run is not None and run.lock is not None:
+                run.lock.release()
             distributed.teardown()
     except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError) as e:
         print(f"error: {e}", file=sys.stderr)

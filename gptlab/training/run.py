@@ -4,6 +4,8 @@ description of it that the log header and every checkpoint record, built once.""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 import platform
 import subprocess
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ class Run:
     preset: str = "gpt2"
     resume: Path | None = None  # a checkpoint to continue from
     resume_state: dict | None = None  # its contents, read once when the run was resolved
+    lock: object = None  # the log directory's lock, held (by rank 0) while the run lives
 
     def experiment_record(self) -> dict:
         """What logs and checkpoints record of the experiment: name, file, preset, class names."""
@@ -70,7 +73,24 @@ def git_commit() -> str:
         return "unknown"
 
 
-def describe(run: Run, model, ctx: Dist, accum: int, data_description: str) -> dict:
+def sources(experiment: Experiment) -> list[dict]:
+    """The files that define the run and that no git commit records: the experiment file, and
+    the file of every component class that is not gptlab's or PyTorch's; each with its text."""
+    paths = [experiment.path]
+    for cls in experiment.components().values():
+        if not cls.__module__.startswith(("gptlab.", "torch.")):
+            try:
+                paths.append(Path(inspect.getsourcefile(cls)).resolve())
+            except (TypeError, OSError):
+                continue
+    found = []
+    for path in dict.fromkeys(paths):
+        text = Path(path).read_text(encoding="utf-8")
+        found.append({"path": str(path), "sha256": hashlib.sha256(text.encode()).hexdigest(), "text": text})
+    return found
+
+
+def describe(run: Run, model, ctx: Dist, accum: int, data) -> dict:
     """The run's description: the log header's lines and part of every checkpoint."""
     device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device
     return {
@@ -81,7 +101,9 @@ def describe(run: Run, model, ctx: Dist, accum: int, data_description: str) -> d
         "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(),
         "batch": {"micro_batch": run.train_config.micro_batch_size, "sequence_length": run.train_config.sequence_length,
                   "processes": ctx.world_size, "grad_accum_steps": accum},
-        "data": data_description,
+        "data": data.description,
+        "data_fingerprint": data.fingerprint,
+        "sources": sources(run.experiment),
         "environment": {"git_commit": git_commit(), "torch": str(torch.__version__), "python": platform.python_version(),
                         "device": device, "host": platform.node()},
     }

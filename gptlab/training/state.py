@@ -25,24 +25,30 @@ class TrainState:
     bad_steps: int = 0  # consecutive non-finite steps so far
 
     def state_dict(self) -> dict:
-        """Plain data (tensors, numbers, lists, dicts). A collective: every rank's data-loader
-        position and RNG states are gathered, so every rank must call it."""
-        loaders = gather_objects(self.loader.state_dict(), self.ctx)
+        """Plain data (tensors, numbers, lists, dicts). A collective: every rank's RNG states are
+        gathered, so every rank must call it. The data position is the same on every rank."""
         rngs = gather_objects(rng_state(self.ctx.device_type), self.ctx)
         return {"step": self.step, "bad_steps": self.bad_steps, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "loader": loaders,
+                "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
                 "rng": [{k: v.cpu() if torch.is_tensor(v) else v for k, v in r.items()} for r in rngs]}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore everything, this process's RNG last: call it when nothing else will draw."""
-        if len(state["loader"]) != self.ctx.world_size:
-            raise TrainingError(f"the checkpoint was written by {len(state['loader'])} process(es), this run has "
-                                f"{self.ctx.world_size}; resume with the same number of processes")
-        self.model.load_state_dict(state["model"])
+        """Restore everything, this process's RNG last: call it when nothing else will draw. The
+        number of processes may differ from the checkpoint's: the data stream is a function of the
+        step, and a rank the checkpoint did not have takes the RNG state of rank (its rank modulo
+        the saved count)."""
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise TrainingError(f"the checkpoint's weights do not fit the model the experiment builds now "
+                                f"({str(e).splitlines()[-1].strip()[:300]}); a component class changed since the "
+                                f"checkpoint was written: restore it, or start a new run") from None
         self.optimizer.load_state_dict(state["optimizer"])
-        self.loader.load_state_dict(state["loader"][self.ctx.rank])
+        loader = state["loader"]
+        self.loader.load_state_dict(loader[0] if isinstance(loader, list) else loader)  # a list: the per-rank format
         self.step, self.bad_steps = state["step"], state.get("bad_steps", 0)
-        set_rng_state(state["rng"][self.ctx.rank], self.ctx.device_type)
+        rngs = state["rng"]
+        set_rng_state(rngs[self.ctx.rank % len(rngs)], self.ctx.device_type)
 
 
 def rng_state(device_type: str) -> dict:

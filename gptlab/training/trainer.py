@@ -35,7 +35,8 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         torch.cuda.manual_seed(cfg.seed)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    data = open_data(cfg, cfg.micro_batch_size, cfg.sequence_length, ctx.rank, ctx.world_size)
+    data = open_data(cfg, cfg.micro_batch_size, cfg.sequence_length, ctx.rank, ctx.world_size, accum)
+    same_data = run.resume_state is None or ckpt.check_same_data(run.resume_state, data.fingerprint, run)
     model = run.experiment.build(run.model_config).to(device)
     optimizer = build_optimizer(model, cfg, ctx.device_type)
     state = TrainState(model, optimizer, data.train, ctx)
@@ -45,7 +46,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
             print(f"the run is already complete: {run.resume} is at step {resumed_at} of {cfg.max_steps}")
         return run.resume
 
-    description = describe(run, model, ctx, accum, data.description)
+    description = describe(run, model, ctx, accum, data)
     metrics = Metrics(RunLog(run.log_dir, enabled=ctx.master), ctx, cfg.total_batch_size,
                       model.flops_per_token(cfg.sequence_length))
     checkpointer = ckpt.Checkpointer(run.log_dir, cfg.keep_last, ctx, description)
@@ -61,6 +62,9 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
     if run.resume_state is not None:  # last, so that nothing in the set-up draws from the restored RNG
         state.load_state_dict(run.resume_state)
         run.resume_state = None  # the weights are in the model now; free the CPU copy
+        if not same_data:
+            data.train.reset()
+            metrics.print("the data differs from the checkpoint's (train.allow_data_change): reading it from its start")
     last_checkpoint = run.resume
     stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
 
@@ -68,7 +72,12 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         while True:
             step, fresh = state.step, state.step != resumed_at  # a resumed step was evaluated and saved before
             if fresh and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
-                metrics.evaluation(step, evaluate(model, step))
+                results = evaluate(model, step)
+                metrics.evaluation(step, results)
+                if not math.isfinite(results["val"]):
+                    raise TrainingError(f"the validation loss is {results['val']} at step {step}: the run has "
+                                        f"diverged, and no checkpoint is written of it. The last good checkpoint is "
+                                        f"{last_checkpoint or 'not yet written'}; lower max_lr or check the data")
             if fresh and step > 0 and (step % cfg.eval_interval == 0 or step == stop):
                 last_checkpoint = checkpointer.save(state)
             if step == stop:

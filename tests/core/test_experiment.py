@@ -112,3 +112,40 @@ def test_mla_sizes_rescale_with_the_head_size():
     attn = model.transformer.h[0].attn
     assert isinstance(attn, MLAAttention)
     assert (attn.kv_lora_rank, attn.qk_nope_head_dim, attn.qk_rope_head_dim, attn.v_head_dim) == (64, 16, 8, 16)
+
+
+@pytest.mark.parametrize("line, suggestion", [
+    ("MLP = SwiGLU", "did you mean MLP_CLASS?"),
+    ("NORM = RMSNorm", "did you mean NORM_CLASS?"),
+    ("FFN_CLASS = SwiGLU", "the settings are: MODEL_CONFIG"),
+    ("NORMALIZATION_CLASS = RMSNorm", "did you mean NORM_CLASS?"),
+    ("GPT_CONFIG = GPTConfig(n_layer=3)", "did you mean MODEL_CONFIG?"),
+    ("CONFIG = GPTConfig(n_layer=3)", "did you mean MODEL_CONFIG?"),
+    ("mlp_class = SwiGLU", "did you mean MLP_CLASS?"),
+    ("model_config = GPTConfig(n_layer=3)", "did you mean MODEL_CONFIG?"),
+    ("attention = GQAAttention", "did you mean ATTENTION_CLASS?"),
+])
+def test_a_name_an_experiment_does_not_read_is_an_error_not_a_silent_baseline(tmp_path, line, suggestion):
+    path = write(tmp_path, f"""
+        from gptlab import GPTConfig
+        from gptlab.modules import GQAAttention, RMSNorm, SwiGLU
+        {line}
+    """)
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path)
+    assert f"{line.split(' =')[0]} is not a setting an experiment reads" in str(info.value)
+    assert suggestion in str(info.value)
+
+
+def test_imports_and_private_helpers_are_not_settings(tmp_path):
+    path = write(tmp_path, """
+        import dataclasses
+        from gptlab import GPTConfig
+        from gptlab.modules import RoPE, SwiGLU
+
+        _base = GPTConfig(n_layer=4)
+        MODEL_CONFIG = dataclasses.replace(_base, n_head=8)
+        POSITION_ENCODING_CLASS = RoPE
+    """)
+    exp = load_experiment(path)
+    assert exp.model_config.n_layer == 4 and exp.position_encoding_class is RoPE
