@@ -28,8 +28,11 @@ def load_shard(path: Path) -> np.ndarray:
     """The shard's tokens, memory-mapped; a damaged file is a `DataError` naming it."""
     try:
         tokens = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise DataError(f"shard {path} is damaged ({e}); delete it and prepare the data again") from None
+    except (ValueError, OSError, EOFError) as e:  # numpy's message would suggest unpickling: never for data
+        reason = ("it holds Python objects, not tokens" if "allow_pickle" in str(e) or "Python objects" in str(e)
+                  else type(e).__name__)
+        raise DataError(f"shard {path} is not a token shard gptlab can read ({reason}); it is damaged or was not "
+                        f"written by gptlab: delete it and prepare the data again") from None
     if tokens.dtype != np.uint16 or tokens.ndim != 1:
         raise DataError(f"shard {path} holds {tokens.dtype} of shape {tokens.shape}, not 1-D uint16 tokens; "
                         f"prepare the data again")

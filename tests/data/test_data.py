@@ -52,7 +52,7 @@ def test_interrupted_preparation_resumes_to_the_same_shards(tmp_path):
 def test_a_damaged_shard_is_named(tmp_path):
     path = tmp_path / "x_train_000001.npy"
     path.write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(DataError, match="x_train_000001.npy is damaged"):
+    with pytest.raises(DataError, match="x_train_000001.npy is not a token shard"):
         load_shard(path)
 
 

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gptlab.paths import REPO_ROOT
+from gptlab.training.logger import read_header
 
 pytestmark = pytest.mark.slow
 
@@ -120,5 +122,53 @@ def test_data_directory_with_a_damaged_shard(tmp_path):
     (data / "edufineweb_train_000001.npy").write_bytes(b"\x93NUMPY\x01\x00truncated")
     before = snapshot(data)
     result = train("--log-dir", str(tmp_path / "log"), *SMOKE, "train.data=fineweb", f"train.data_dir={data}")
-    assert_refused(result, "edufineweb_train_000001.npy is damaged", "prepare the data again")
+    assert_refused(result, "edufineweb_train_000001.npy is not a token shard", "prepare the data again")
     assert snapshot(data) == before
+
+
+def test_files_that_are_not_gptlab_files_are_refused_without_unsafe_advice(tmp_path):
+    pickled = tmp_path / "model_00001.pt"
+    torch.save({"model": torch.nn.Linear(2, 2)}, pickled)  # a pickled class, as other frameworks save
+    result = train("--inference", str(pickled))
+    assert_refused(result, "cannot be read as a gptlab checkpoint", "not a checkpoint gptlab wrote")
+    data = tmp_path / "data"
+    data.mkdir()
+    np.save(data / "edufineweb_val_000000.npy", np.arange(5000, dtype=np.uint16))
+    np.save(data / "edufineweb_train_000001.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    result = train("--log-dir", str(tmp_path / "log"), *SMOKE, "train.data=fineweb", f"train.data_dir={data}")
+    assert_refused(result, "holds Python objects, not tokens")
+    for text in (result.stderr, train("--inference", str(pickled)).stderr):
+        assert "weights_only" not in text and "allow_pickle" not in text and "trust" not in text
+
+
+def test_resume_on_other_data_is_refused_unless_asked_for(tmp_path):
+    def shards(directory, offset):
+        directory.mkdir()
+        np.save(directory / "edufineweb_val_000000.npy", (np.arange(5000) * 7 % 50000).astype(np.uint16))
+        np.save(directory / "edufineweb_train_000001.npy", ((np.arange(30000) + offset) % 50000).astype(np.uint16))
+
+    shards(tmp_path / "a", 0)
+    shards(tmp_path / "b", 999)
+    args = [*SMOKE, "--max-steps", "4", "train.data=fineweb", "--log-dir", str(tmp_path / "log")]
+    assert train(*args, f"train.data_dir={tmp_path / 'a'}", "train.stop_at=2").returncode == 0
+    before = snapshot(tmp_path / "log")
+    result = train(*args, f"train.data_dir={tmp_path / 'b'}", "--resume", "auto")
+    assert_refused(result, "it was reading other data", "train.allow_data_change=true")
+    assert snapshot(tmp_path / "log") == before
+    (tmp_path / "a").rename(tmp_path / "moved")  # the same data elsewhere is the same data
+    assert train(*args, f"train.data_dir={tmp_path / 'moved'}", "--resume", "auto", "train.stop_at=3").returncode == 0
+    result = train(*args, f"train.data_dir={tmp_path / 'b'}", "--resume", "auto", "train.allow_data_change=true")
+    assert result.returncode == 0 and "reading it from its start" in result.stdout
+
+
+def test_resume_after_the_experiment_file_changed_is_refused_unless_asked_for(tmp_path):
+    exp = tmp_path / "mine.py"
+    exp.write_text("from gptlab.modules import RoPE\nPOSITION_ENCODING_CLASS = RoPE\n")
+    args = ["--experiment", str(exp), *SMOKE, "--max-steps", "3", "--log-dir", str(tmp_path / "log")]
+    assert train(*args, "train.stop_at=1").returncode == 0
+    header = read_header(tmp_path / "log" / "log.txt")["sources"]
+    assert header[0]["path"] == str(exp) and header[0]["text"] == exp.read_text()
+    exp.write_text(exp.read_text() + "# tuned since\n")
+    assert_refused(train(*args, "--resume", "auto"), f"{exp} has changed since the checkpoint",
+                   "train.allow_source_change=true")
+    assert train(*args, "--resume", "auto", "train.allow_source_change=true").returncode == 0

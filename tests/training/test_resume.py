@@ -154,3 +154,26 @@ def test_consecutive_non_finite_steps_stop_the_run_keeping_the_last_checkpoint(t
     assert ckpt.verify(tmp_path / "model_00006.pt") is None
     last = final_state(tmp_path, 6)
     assert all(torch.isfinite(t).all() for t in last["model"].values()) and last["bad_steps"] == 2
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
+def test_resume_on_another_number_of_processes_continues_the_same_data(tmp_path, before, after):
+    def launch(nproc, *args):
+        launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+                    if nproc > 1 else [sys.executable])
+        result = subprocess.run([*launcher, str(REPO_ROOT / "train.py"), *BASE, "model.dropout=0.0", *args],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    launch(1, "--log-dir", str(tmp_path / "whole"))
+    launch(before, "--log-dir", str(tmp_path / "split"), "train.stop_at=3")
+    launch(after, "--log-dir", str(tmp_path / "split"), "--resume", "auto")
+    whole, split = read_log(tmp_path / "whole" / "log.txt"), read_log(tmp_path / "split" / "log.txt")
+    for key in ("train", "val"):
+        for (s1, a), (s2, b) in zip(whole[key], split[key], strict=True):
+            assert s1 == s2 and abs(a - b) < 1e-4, (key, s1, a, b)
+    a, b = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
+    assert a["loader"] == b["loader"]
+    for name in a["model"]:
+        torch.testing.assert_close(a["model"][name], b["model"][name], atol=1e-5, rtol=1e-4)
