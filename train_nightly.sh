@@ -12,7 +12,9 @@ crash, a kill or a lost node, wait RETRY_WAIT seconds and resume again, at most 
 times in a row. A mistake in the command (train.py exits with 2: a bad experiment name,
 override or checkpoint) stops the loop at once, since retrying cannot help. A training
 process that was preempted (SIGTERM or SIGINT sent to it: it saves a checkpoint and exits
-with 3) is resumed at once, without a wait and without counting as a failure. SIGTERM or
+with 3) is resumed at once, without a wait and without counting as a failure. The loop
+learns each outcome from the file train.py writes when GPTLAB_STATUS_FILE names one (it
+sets it to LOG_DIR/.exit_status), so it tells them apart under torchrun too. SIGTERM or
 SIGINT sent to this loop is passed on to train.py, which saves a checkpoint; then the
 loop stops, and the same command continues the run later.
 
@@ -87,13 +89,16 @@ else
   launch=("$PYTHON" "$ROOT/train.py" --no-launch)
 fi
 command=("${launch[@]}" --experiment "$EXPERIMENT" --log-dir "$LOG_DIR" --resume auto "${extra[@]}")
+# train.py writes its outcome here (complete, stopped, refused, preempted): through torchrun the
+# exit status of a failing worker always reads as 1
+export GPTLAB_STATUS_FILE="$LOG_DIR/.exit_status"
 
 newest() { ls "$LOG_DIR"/model_*.pt 2>/dev/null | sort -V | tail -n 1; }
 
 failures=0
 while true; do
   before="$(newest)"
-  rm -f "$LOG_DIR/preempted"
+  rm -f "$GPTLAB_STATUS_FILE"
   say "start: ${command[*]}"
   "${command[@]}" &
   child=$!
@@ -108,19 +113,21 @@ while true; do
     [ "$stopping" = INT ] && exit 130
     exit 143
   fi
-  if [ "$status" -eq 0 ]; then
-    say "finished: the run is complete"
-    exit 0
-  fi
-  # train.py exits with 3 when preempted; through torchrun that reads as 1, so it leaves a marker too
-  if [ "$status" -eq 3 ] || [ -f "$LOG_DIR/preempted" ]; then
-    say "preempted at step $(cat "$LOG_DIR/preempted" 2>/dev/null) with a checkpoint; resuming at once"
-    continue
-  fi
-  if [ "$status" -eq 2 ]; then
-    say "stopped: train.py refused the command (exit 2); fix it and start again"
-    exit 2
-  fi
+  outcome="$(cat "$GPTLAB_STATUS_FILE" 2>/dev/null || echo failed)"
+  case "$outcome" in
+    complete)
+      say "finished: the run is complete"
+      exit 0 ;;
+    stopped)
+      say "finished: the run stopped at its train.stop_at, before max_steps; raise or drop stop_at to go on"
+      exit 0 ;;
+    refused)
+      say "stopped: train.py refused the command (exit status $status); fix it and start again"
+      exit 2 ;;
+    preempted)
+      say "preempted with a checkpoint; resuming at once"
+      continue ;;
+  esac
   [ "$(newest)" != "$before" ] && failures=0  # it got further: count failures afresh
   failures=$((failures + 1))
   if [ "$failures" -ge "$MAX_RETRIES" ]; then

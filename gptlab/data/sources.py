@@ -48,10 +48,20 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
         description = embedded.describe(splits)
         if train.data == "auto":
             description += f" (no prepared data in {data_dir})"
-    return Data(train=TokenLoader(train_shards, B, T, rank, world_size, accum, name=f"train data ({description})"),
-                # every rank reads the whole validation stream and scores its share of the batches
-                val=TokenLoader(val_shards, B, T, 0, 1, name=f"val data ({description})"),
-                description=description,
+    try:
+        train_loader = TokenLoader(train_shards, B, T, rank, world_size, accum, name=f"train data ({description})")
+        # every rank reads the whole validation stream and scores its share of the batches
+        val_loader = TokenLoader(val_shards, B, T, 0, 1, name=f"val data ({description})")
+    except DataError as e:
+        if use_shards or B * T * world_size * accum < 100_000:
+            raise
+        raise DataError(f"this is the GPT-2 124M recipe ({train.total_batch_size:,} tokens a step in sequences of {T}), "
+                        f"made for FineWeb-Edu on GPUs, and no FineWeb-Edu shards are prepared in {data_dir}, so it "
+                        f"fell back to the small embedded corpus, far too small for it. Prepare the data with "
+                        f"`pip install -e \".[data]\" && python -m gptlab.data.fineweb` (10B tokens), or on a CPU "
+                        f"train the same experiment small: --preset smoke (a minute) or --preset small "
+                        f"(a few minutes)") from None
+    return Data(train=train_loader, val=val_loader, description=description,
                 fingerprint=fingerprint({"train": (train_names, train_shards), "val": (val_names, val_shards)}))
 
 

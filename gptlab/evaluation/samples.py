@@ -11,9 +11,6 @@ def generate_samples(model, prompt: str, num_samples: int, max_new_tokens: int, 
                      seed: int = 42, temperature: float = 1.0, top_k: int | None = 50) -> list[str]:
     enc = gpt2_encoding()
     tokens = enc.encode(prompt, allowed_special={"<|endoftext|>"})
-    max_new_tokens = min(max_new_tokens, model.config.block_size - len(tokens))
-    if max_new_tokens <= 0:
-        raise ValueError(f"the prompt is {len(tokens)} tokens, leaving no room in block_size={model.config.block_size}")
     idx = torch.tensor([tokens] * num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     out = model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, generator=generator)

@@ -90,6 +90,9 @@ def load_checkpoint(path: Path, check: bool = True) -> dict:
     """The checkpoint's dict, on the CPU. check=False skips the sha256 (for files that
     were copied without their .sha256); a file torch cannot read is still refused."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; give the path of a model_NNNNN.pt file in it"
+                              f"{' such as ' + list_checkpoints(path)[0].name if list_checkpoints(path) else ''}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; give the path of a model_NNNNN.pt file, "
                               f"or --resume auto to take the newest one of the experiment")
@@ -257,7 +260,12 @@ def experiment_of(state: dict) -> Experiment:
 def model_from_state(state: dict):
     """The GPT a checkpoint's contents describe, with its weights, on the CPU."""
     model = experiment_of(state).build()
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"the checkpoint's weights do not fit the model its components build now "
+                              f"({str(e).splitlines()[-1].strip()[:300]}); a component class changed since the "
+                              f"checkpoint was written: restore it") from None
     return model
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +18,7 @@ from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError
 from gptlab.files import DirectoryLock
-from gptlab.training.distributed import Dist, all_ranks_agree
+from gptlab.training.distributed import DeviceError, Dist, all_ranks_agree, check_device
 from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
@@ -143,9 +145,11 @@ def _check_writable(log_dir: Path) -> None:
         probe = log_dir / f".write_test_{id(log_dir)}"
         probe.write_bytes(b"")
         probe.unlink()
+        with open(log_dir / "log.txt", "a", encoding="utf-8"):  # the log itself: not a directory, not read-only
+            pass
     except OSError as e:
-        raise TrainingError(f"cannot write to the log directory {log_dir} ({e.strerror or e}); "
-                            f"choose another with --log-dir") from None
+        raise TrainingError(f"cannot write to the log directory {log_dir} or its log.txt ({e.strerror or e}); "
+                            f"fix its permissions, or choose another with --log-dir") from None
 
 
 def _refuse_existing_run(log_dir: Path) -> None:
@@ -174,11 +178,29 @@ def _refuse_other_experiment(log_dir: Path, name: str) -> None:
 
 
 def inference(args: argparse.Namespace) -> None:
+    from gptlab.data.tokenizer import gpt2_encoding
     from gptlab.evaluation.samples import generate_samples
     from gptlab.training.distributed import default_device
+    device = args.device or default_device()
+    check_device(device)
     state = ckpt.load_checkpoint(args.inference)
     model = ckpt.model_from_state(state)
-    device = args.device or default_device()
+    prompt = gpt2_encoding().encode(args.prompt, allowed_special={"<|endoftext|>"})
+    block = model.config.block_size
+    problems = []
+    if not prompt:
+        problems.append("--prompt is empty; give the text to continue")
+    if args.max_new_tokens < 1:
+        problems.append(f"--max-new-tokens {args.max_new_tokens}: give at least 1")
+    elif len(prompt) + args.max_new_tokens > block:
+        problems.append(f"the prompt ({len(prompt)} tokens) + --max-new-tokens {args.max_new_tokens} is longer than "
+                        f"the model's block_size={block}; shorten one of them")
+    if args.num_samples < 1:
+        problems.append(f"--num-samples {args.num_samples}: give at least 1")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        problems.append(f"--temperature {args.temperature}: give 0 (greedy) or a positive number")
+    if problems:
+        raise TrainingError("cannot generate:\n  - " + "\n  - ".join(problems))
     model.to(device).eval()
     print(f"{args.inference}: experiment {state['experiment']['name']}, step {state['step']}, "
           f"{model.num_params():,} parameters, on {device}")
@@ -189,8 +211,28 @@ def inference(args: argparse.Namespace) -> None:
         print(f"--- sample {i}\n{text}")
 
 
+# what a run's exit status means, as written into $GPTLAB_STATUS_FILE
+OUTCOMES = {0: "complete", 2: "refused", PREEMPTED_EXIT: "preempted", 130: "interrupted"}
+STATUS_FILE = "GPTLAB_STATUS_FILE"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run train.py; where $GPTLAB_STATUS_FILE names a file, rank 0 writes the outcome there
+    (`complete`, `stopped` at stop_at, `refused`, `preempted`, ...): torchrun reports any
+    failing worker's exit status as 1, so train_nightly.sh reads this instead."""
     argv = sys.argv[1:] if argv is None else argv
+    outcome = {}
+    code = _main(argv, outcome)
+    status_file = os.environ.get(STATUS_FILE)
+    if status_file and os.environ.get("RANK", "0") == "0":
+        try:
+            Path(status_file).write_text(f"{outcome.get('word') or OUTCOMES.get(code, 'failed')}\n")
+        except OSError:
+            pass
+    return code
+
+
+def _main(argv: list[str], outcome: dict) -> int:
     args = parser().parse_intermixed_args(argv)
     from gptlab.training import distributed
     try:
@@ -210,11 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             from gptlab.training.trainer import train
             use_compile = run.train_config.compile and not args.no_compile and ctx.device_type == "cuda"
             train(run, ctx, compile_model=use_compile)
+            if 0 < run.train_config.stop_at < run.train_config.max_steps:
+                outcome["word"] = "stopped"
         finally:
             if run is not None and run.lock is not None:
                 run.lock.release()
             distributed.teardown()
-    except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError) as e:
+    except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Preempted as e:

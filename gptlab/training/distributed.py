@@ -38,8 +38,28 @@ def default_device() -> str:
     return "cpu"
 
 
+class DeviceError(RuntimeError):
+    """The device asked for is not on this machine; the message says what is."""
+
+
+def check_device(device: str) -> None:
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        built = "with" if torch.backends.cuda.is_built() else "without"
+        raise DeviceError(f"--device {device}: this machine has no usable CUDA device (torch {torch.__version__} is "
+                          f"built {built} CUDA); use --device cpu, or leave --device out for the best available")
+    if kind == "cuda" and ":" in device and int(device.split(":")[1]) >= torch.cuda.device_count():
+        raise DeviceError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise DeviceError(f"--device {device}: MPS is not available here; use --device cpu")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise DeviceError(f"--device {device} is not a device gptlab knows; use cpu, cuda, cuda:N or mps")
+
+
 def setup(device: str | None = None) -> Dist:
     """Read torchrun's environment; start the process group when there is more than one rank."""
+    if device:
+        check_device(device)
     if "RANK" not in os.environ:
         return Dist(device=device or default_device())
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])

@@ -22,10 +22,13 @@ def peak_flops(ctx: Dist) -> float | None:
 
 
 class Metrics:
-    def __init__(self, log: RunLog, ctx: Dist, tokens_per_step: int, flops_per_token: int):
+    def __init__(self, log: RunLog, ctx: Dist, tokens_per_step: int, flops_per_token: int, last_step: int):
         self.log, self.ctx = log, ctx
-        self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.tokens_per_step, self.flops_per_token, self.last_step = tokens_per_step, flops_per_token, last_step
         self.peak = peak_flops(ctx)
+        self.step_seconds: list[float] = []  # this process's steps, for the time estimate
+        self.said_hellaswag_skipped = False
+        self.last_evaluation: dict = {}
 
     def header(self, key: str, value) -> None:
         self.log.header(key, value)
@@ -54,25 +57,56 @@ class Metrics:
         console += "".join(f" | {name} {value:.4f}" for name, value in extras.items())
         self.record(step, values)
         self.print(console)
+        self.step_seconds.append(seconds)
+        if len(self.step_seconds) == 2 and self.last_step - step > 2:  # the first step includes warm-up
+            per_step = self.step_seconds[1]
+            self.print(f"about {per_step:.2f}s a step: the remaining {self.last_step - step - 1:,} steps take about "
+                       f"{duration(per_step * (self.last_step - step - 1))}, evaluations aside")
 
     def skipped_step(self, step: int, bad_steps: int) -> None:
         self.record(step, {"skipped_nonfinite": bad_steps})
 
     def evaluation(self, step: int, results: dict) -> None:
         """An evaluator's named results: val, hella (or why it was skipped), samples, ..."""
+        self.last_evaluation = {"step": step, **results}
         samples = results.get("samples", [])
-        self.record(step, {key: value for key, value in results.items() if key not in ("samples", "hella_why")})
+        skipped = results.get("hella") == "skipped"
+        values = {key: value for key, value in results.items() if key not in ("samples", "hella_why")}
+        if skipped and self.said_hellaswag_skipped:  # said once per run, not at every evaluation
+            values.pop("hella")
+        self.record(step, values)
         for text in samples:
             self.record(step, {"sample": repr(text)})
         message = f"step {step:5d} | val {results['val']:.4f}"
-        if results.get("hella") == "skipped":
-            message += f" | hella skipped ({results['hella_why']})"
+        if skipped:
+            if not self.said_hellaswag_skipped:
+                message += f" | hella skipped ({results['hella_why']})"
+            self.said_hellaswag_skipped = True
         else:
             message += f" | hella acc_norm {results['hella']:.4f} ({results['hella_correct']}/{results['hella_n']})"
         self.print(message)
         for i, text in enumerate(samples):
             self.print(f"sample {i}: {text!r}")
 
+    def summary(self, step: int, seconds: float, last_checkpoint) -> None:
+        """The console's last words: where the run got, what it scored, where its files are."""
+        e = self.last_evaluation
+        scores = f"val {e['val']:.4f} at step {e['step']}" if e else "no evaluation in this process"
+        if e and e.get("hella") != "skipped":
+            scores += f", HellaSwag acc_norm {e['hella']:.4f}"
+        self.print(f"done: step {step} of {self.last_step} in {duration(seconds)} | {scores}")
+        self.print(f"log: {self.log.path} | last checkpoint: {last_checkpoint or 'none'}")
+        self.print(f"plot: python plot_training_log.py {self.log.path} curves.png 0")
+
     def print(self, text: str) -> None:
         if self.ctx.master:
             print(text, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """3725 -> '1h 02m'; 75 -> '1m 15s'; 4.2 -> '4.2s'."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"

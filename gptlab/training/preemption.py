@@ -11,7 +11,6 @@ import threading
 from gptlab.training.distributed import Dist, any_rank
 
 PREEMPTED_EXIT = 3  # train.py's exit status after a preemption checkpoint
-MARKER = "preempted"  # written into the log directory too, since torchrun reports any worker's exit as 1
 
 
 class Preempted(Exception):

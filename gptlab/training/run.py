@@ -15,8 +15,12 @@ import torch
 
 from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.core.experiment import Experiment
+from gptlab.data.tokenizer import gpt2_encoding
 from gptlab.paths import REPO_ROOT
 from gptlab.training.distributed import Dist
+
+
+GPT2_VOCAB = 50257  # tokens of the GPT-2 BPE every data source is tokenised with
 
 
 class TrainingError(RuntimeError):
@@ -59,9 +63,26 @@ def check_run(run: Run, world_size: int) -> None:
     if cfg.hellaswag and cfg.hellaswag_file and not Path(cfg.hellaswag_file).is_file():
         raise TrainingError(f"train.hellaswag_file={cfg.hellaswag_file} is not a file; give the path of a HellaSwag "
                             f".jsonl, or leave it empty for the official validation set")
-    if run.train_config.sequence_length > run.model_config.block_size:
-        raise TrainingError(f"sequence_length={run.train_config.sequence_length} is longer than block_size="
-                            f"{run.model_config.block_size}; lower train.sequence_length or raise model.block_size")
+    problems = []
+    if cfg.sequence_length > run.model_config.block_size:
+        problems.append(f"sequence_length={cfg.sequence_length} is longer than block_size={run.model_config.block_size}; "
+                        f"lower train.sequence_length or raise model.block_size")
+    if run.model_config.vocab_size < GPT2_VOCAB:
+        problems.append(f"vocab_size={run.model_config.vocab_size} is below the GPT-2 tokenizer's {GPT2_VOCAB:,} tokens, "
+                        f"so token ids of the data would fall outside the embedding; use at least {GPT2_VOCAB} "
+                        f"(50304, the default, pads it to a multiple of 128)")
+    if cfg.num_samples:
+        prompt = gpt2_encoding().encode(cfg.sample_prompt, allowed_special={"<|endoftext|>"})
+        if not prompt:
+            problems.append("sample_prompt is empty; give one (the default is \"Hello, I'm a language model,\") or set "
+                            "train.num_samples=0 for no samples")
+        elif len(prompt) + cfg.sample_length > run.model_config.block_size:
+            problems.append(f"sample_prompt ({len(prompt)} tokens) + sample_length ({cfg.sample_length}) is longer "
+                            f"than block_size={run.model_config.block_size}; shorten one of them")
+        if cfg.sample_length < 1:
+            problems.append("sample_length=0 generates nothing; give at least 1, or train.num_samples=0 for no samples")
+    if problems:
+        raise TrainingError("the run cannot start:\n  - " + "\n  - ".join(problems))
     grad_accum_steps(run.train_config, world_size)
 
 

@@ -15,13 +15,12 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gptlab.data.sources import open_data
 from gptlab.evaluation.evaluator import Evaluator
-from gptlab.files import atomic_write_text
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.distributed import Dist, mean_over_ranks
 from gptlab.training.logger import RunLog
 from gptlab.training.metrics import Metrics
 from gptlab.training.optim import build_optimizer, learning_rate
-from gptlab.training.preemption import MARKER, Preempted, Preemption
+from gptlab.training.preemption import Preempted, Preemption
 from gptlab.training.run import Run, TrainingError, describe, grad_accum_steps
 from gptlab.training.state import TrainState
 
@@ -47,12 +46,12 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         return run.resume
 
     description = describe(run, model, ctx, accum, data)
+    stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
     metrics = Metrics(RunLog(run.log_dir, enabled=ctx.master), ctx, cfg.total_batch_size,
-                      model.flops_per_token(cfg.sequence_length))
+                      model.flops_per_token(cfg.sequence_length), stop)
     checkpointer = ckpt.Checkpointer(run.log_dir, cfg.keep_last, ctx, description)
     if ctx.master:
         ckpt.remove_stale_temporaries(run.log_dir)
-        (run.log_dir / MARKER).unlink(missing_ok=True)
         _log_start(run, metrics, description, resumed_at)
     compiled = torch.compile(model) if compile_model else model
     run_model = DDP(compiled, device_ids=[ctx.local_rank] if ctx.device_type == "cuda" else None) if ctx.ddp else compiled
@@ -65,8 +64,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         if not same_data:
             data.train.reset()
             metrics.print("the data differs from the checkpoint's (train.allow_data_change): reading it from its start")
-    last_checkpoint = run.resume
-    stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
+    last_checkpoint, started = run.resume, time.perf_counter()
 
     with Preemption() as preemption:
         while True:
@@ -81,14 +79,13 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
             if fresh and step > 0 and (step % cfg.eval_interval == 0 or step == stop):
                 last_checkpoint = checkpointer.save(state)
             if step == stop:
+                metrics.summary(step, time.perf_counter() - started, last_checkpoint)
                 if step < cfg.max_steps:
                     metrics.print(f"stopped at step {step} of {cfg.max_steps} (train.stop_at); continue with --resume auto")
                 return last_checkpoint
             if preemption.requested(ctx):
                 if last_checkpoint != ckpt.checkpoint_path(run.log_dir, step):
                     last_checkpoint = checkpointer.save(state)
-                if ctx.master:  # for train_nightly.sh, which cannot see the exit status through torchrun
-                    atomic_write_text(run.log_dir / MARKER, f"{step}\n")
                 raise Preempted(f"stopped by {preemption.name} at step {step}; checkpoint {last_checkpoint}; "
                                 f"continue with --resume auto")
 
@@ -145,4 +142,6 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
                   f"{batch['processes']} process(es) on {description['environment']['device']}, "
                   f"grad accumulation {batch['grad_accum_steps']}")
     metrics.print(f"data: {description['data']}")
+    if run.resume:
+        metrics.print(f"resumed from {run.resume} at step {resumed_at}")
     metrics.print(f"log: {metrics.log.path}")

@@ -125,3 +125,21 @@ def test_nightly_help_explains_it():
     out = subprocess.run(["bash", str(REPO_ROOT / "train_nightly.sh"), "--help"], capture_output=True, text=True).stdout
     for word in ("EXPERIMENT", "NPROC", "TRAIN_ARGS", "MAX_RETRIES", "nightly.log", "--resume auto"):
         assert word in out
+
+
+@pytest.mark.slow
+def test_nightly_sees_a_refusal_through_torchrun(tmp_path):
+    loop = nightly(tmp_path, env_extra={"EXPERIMENT": "ropee", "NPROC": "2"})
+    out, err = loop.communicate(timeout=120)
+    record = (tmp_path / "run" / "nightly.log").read_text()
+    assert loop.returncode == 2 and "train.py refused the command (exit status 1)" in record, record
+    assert record.count("start:") == 1
+
+
+@pytest.mark.slow
+def test_nightly_says_a_stop_at_run_stopped_not_completed(tmp_path):
+    loop = nightly(tmp_path, "--preset", "smoke", "--max-steps", "6", "train.stop_at=2", "train.num_samples=0",
+                   "train.hellaswag=false")
+    out, err = loop.communicate(timeout=300)
+    record = (tmp_path / "run" / "nightly.log").read_text()
+    assert loop.returncode == 0 and "stopped at its train.stop_at" in record and "complete" not in record

@@ -60,7 +60,7 @@ def test_two_process_ddp_resume_is_bitwise_identical(tmp_path):
     torchrun("--log-dir", str(tmp_path / "split"), "--resume", str(tmp_path / "split" / "model_00002.pt"))
     whole, split = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
     assert_bitwise_equal(whole["model"], split["model"])
-    assert len(whole["loader"]) == 2 and whole["loader"] == split["loader"]
+    assert len(whole["rng"]) == 2 and whole["loader"] == split["loader"]
 
 
 def test_keep_last_keeps_only_the_newest_checkpoints(tmp_path):

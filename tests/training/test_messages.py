@@ -1,0 +1,76 @@
+"""A user's mistake is one `error:` line that says what to do, exit status 2, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+
+from gptlab.paths import REPO_ROOT
+from gptlab.training.cli import main
+
+SMOKE = ["--preset", "smoke", "--max-steps", "2", "train.num_samples=0", "train.hellaswag=false"]
+
+
+def refused(capsys, argv, *phrases):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "Traceback" not in err, err
+    for phrase in phrases:
+        assert phrase in err, err
+
+
+@pytest.mark.parametrize("override, phrase", [
+    ("train.sample_prompt=", "sample_prompt is empty"),
+    ("train.sample_length=0", "sample_length=0 generates nothing"),
+    ("train.sample_prompt=" + "word " * 80, "is longer than block_size=64"),
+    ("model.vocab_size=1000", "vocab_size=1000 is below the GPT-2 tokenizer's 50,257 tokens"),
+])
+def test_a_run_that_could_not_start_is_refused_before_anything_is_written(tmp_path, capsys, override, phrase):
+    refused(capsys, [*SMOKE, "train.num_samples=2", "--log-dir", str(tmp_path / "log"), override], phrase)
+    assert not (tmp_path / "log").exists()
+
+
+def test_a_log_that_cannot_be_written_is_refused(tmp_path, capsys):
+    (tmp_path / "log.txt").mkdir()
+    refused(capsys, [*SMOKE, "--log-dir", str(tmp_path)], "cannot write to the log directory", "log.txt")
+
+
+def test_a_device_this_machine_lacks_is_named(tmp_path, capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    refused(capsys, [*SMOKE, "--device", "cuda", "--log-dir", str(tmp_path)], "--device cuda: this machine has no usable CUDA")
+    refused(capsys, [*SMOKE, "--device", "tpu", "--log-dir", str(tmp_path)], "not a device gptlab knows")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("run")
+    assert main([*SMOKE, "--max-steps", "1", "--log-dir", str(log_dir)]) == 0
+    return log_dir / "model_00001.pt"
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["--prompt", ""], "--prompt is empty"),
+    (["--prompt", "word " * 70], "is longer than the model's block_size=64"),
+    (["--max-new-tokens", "0"], "--max-new-tokens 0: give at least 1"),
+    (["--max-new-tokens", "-3"], "--max-new-tokens -3: give at least 1"),
+    (["--max-new-tokens", "200"], "+ --max-new-tokens 200 is longer than the model's block_size=64"),
+    (["--num-samples", "0"], "--num-samples 0: give at least 1"),
+    (["--temperature", "-1"], "--temperature -1.0: give 0 (greedy) or a positive number"),
+    (["--temperature", "nan"], "--temperature nan"),
+])
+def test_inference_refuses_what_it_cannot_do_instead_of_clipping(checkpoint, capsys, args, phrase):
+    refused(capsys, ["--inference", str(checkpoint), *args], phrase)
+
+
+def test_inference_on_a_directory_names_a_checkpoint_in_it(checkpoint, capsys):
+    refused(capsys, ["--inference", str(checkpoint.parent)], "is a directory", "model_00001.pt")
+
+
+def test_summary_has_help_and_reports_a_broken_experiment(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "gptlab.reporting.summary", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "model.FIELD=VALUE" in out.stdout
+    bad = subprocess.run([sys.executable, "-m", "gptlab.reporting.summary", "model.n_layers=2"], capture_output=True,
+                         text=True)
+    assert bad.returncode == 2 and bad.stderr.startswith("error:") and "did you mean n_layer" in bad.stderr
