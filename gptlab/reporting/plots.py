@@ -18,22 +18,33 @@ def label_of(log_path: Path) -> str:
     return parent.parent.name if parent.name == "log" else parent.name
 
 
-def plot(logs: list[Path], out: Path, start: int = 1000) -> None:
+def plot(logs: list[Path], out: Path, start: int = 1000) -> list[str]:
+    """Draw the figure; returns what a reader should know about it (a start step past every
+    log, so drawn from 0 instead; a panel with nothing to draw)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    notes = []
+    series = [read_log(path) for path in logs]
+    last = max((s for log in series for key in ("train", "val") for s, _ in log.get(key, [])), default=0)
+    if start > last:
+        notes.append(f"START {start} is past the last step ({last}) of every log: drawing from step 0")
+        start = 0
     fig, (ax_loss, ax_hella) = plt.subplots(1, 2, figsize=(14, 5))
-    for i, path in enumerate(logs):
-        series = read_log(path)
+    for i, (path, log) in enumerate(zip(logs, series)):
         color, name = f"C{i}", label_of(path)
         for key, style in (("train", dict(alpha=0.35, linewidth=0.8)), ("val", dict(linewidth=2))):
-            points = [(s, v) for s, v in series.get(key, []) if s >= start]
+            points = [(s, v) for s, v in log.get(key, []) if s >= start]
             if points:
                 ax_loss.plot(*zip(*points), color=color, label=f"{name} {key}", **style)
-        hella = [(s, v) for s, v in series.get("hella", []) if s >= start]
+        hella = [(s, v) for s, v in log.get("hella", []) if s >= start]
         if hella:
             ax_hella.plot(*zip(*hella), color=color, label=name)
+    if not any(log.get("hella") for log in series):
+        notes.append("no HellaSwag results in these logs (skipped: offline, or train.hellaswag=false)")
+        ax_hella.text(0.5, 0.5, "no HellaSwag results\n(skipped: offline, or train.hellaswag=false)",
+                      ha="center", va="center", transform=ax_hella.transAxes, color="gray")
     ax_loss.set(xlabel="step", ylabel="loss", title=f"loss (from step {start})")
     ax_hella.set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
     ax_hella.axhline(0.2955, color="gray", linestyle="--", linewidth=1, label="GPT-2 124M (OpenAI)")
@@ -43,6 +54,7 @@ def plot(logs: list[Path], out: Path, start: int = 1000) -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=120)
     plt.close(fig)
+    return notes
 
 
 def main(argv: list[str]) -> int:
@@ -51,14 +63,21 @@ def main(argv: list[str]) -> int:
         print("START: first step drawn (default 1000: the first steps' losses would flatten the plot)")
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     start = 1000
-    if argv[-1].isdigit():
+    if argv[-1].lstrip("-").isdigit():
         start, argv = int(argv[-1]), argv[:-1]
     *logs, out = argv
+    problems = []
     missing = [p for p in logs if not Path(p).is_file()]
     if missing or not logs:
-        print(f"error: no log file at {', '.join(missing) or '(none given)'}; give log.txt paths then OUT.png",
-              file=sys.stderr)
+        problems.append(f"no log file at {', '.join(missing) or '(none given)'}; give log.txt paths then OUT.png")
+    if start < 0:
+        problems.append(f"START {start} is negative; give the first step to draw, 0 or more")
+    if not Path(out).parent.is_dir():
+        problems.append(f"the directory of {out} does not exist; create it or write the figure elsewhere")
+    if problems:
+        print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
-    plot([Path(p) for p in logs], Path(out), start)
+    for note in plot([Path(p) for p in logs], Path(out), start):
+        print(note)
     print(f"wrote {out}")
     return 0

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from gptlab.paths import REPO_ROOT
-from gptlab.reporting.plots import label_of
+from gptlab.reporting.plots import label_of, main, plot
 from gptlab.training.logger import read_log
 
 LOG = """# experiment {"name": "x"}
@@ -44,3 +44,31 @@ def test_plot_overlays_several_logs(tmp_path):
     missing = subprocess.run([sys.executable, str(REPO_ROOT / "plot_training_log.py"), str(tmp_path / "no.txt"),
                               str(out)], capture_output=True, text=True)
     assert missing.returncode == 2 and "no log file" in missing.stderr
+
+
+@pytest.mark.slow
+def test_a_start_past_every_log_draws_from_zero_and_says_so(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "log.txt").write_text(LOG)
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "plot_training_log.py"), str(tmp_path / "log.txt"),
+                             str(tmp_path / "c.png"), "1000"], capture_output=True, text=True)
+    assert result.returncode == 0 and "START 1000 is past the last step (2) of every log: drawing from step 0" in result.stdout
+
+
+def test_an_empty_hellaswag_panel_is_explained(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "log.txt").write_text("".join(line + "\n" for line in LOG.splitlines() if "hella" not in line))
+    notes = plot([tmp_path / "log.txt"], tmp_path / "c.png", 0)
+    assert notes == ["no HellaSwag results in these logs (skipped: offline, or train.hellaswag=false)"]
+
+
+@pytest.mark.parametrize("args, phrase", [
+    (["log.txt", "missing/dir/c.png"], "the directory of missing/dir/c.png does not exist"),
+    (["log.txt", "c.png", "-5"], "START -5 is negative"),
+])
+def test_plot_mistakes_are_one_error(tmp_path, monkeypatch, capsys, args, phrase):
+    (tmp_path / "log.txt").write_text(LOG)
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and phrase in err
