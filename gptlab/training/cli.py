@@ -18,6 +18,7 @@ from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError
 from gptlab.files import DirectoryLock
+from gptlab.models.check import check_experiment, user_components
 from gptlab.training.distributed import DeviceError, Dist, all_ranks_agree, check_device
 from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
@@ -94,6 +95,11 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
     log_dir = (args.log_dir or LOG_ROOT / exp.name / "log").expanduser().resolve()
     run = Run(exp, model_config, train_config, log_dir, preset=args.preset)
     check_run(run, ctx.world_size)
+    if user_components(exp):  # a component that is not gptlab's own proves itself before it trains
+        problems = check_experiment(exp, model_config)
+        if problems:
+            raise ExperimentError(f"experiment {exp.path} fails the component check (`gptlab check "
+                                  f"{args.experiment}` runs it alone):\n  - " + "\n  - ".join(problems))
     _check_writable(log_dir)
     run.lock = _hold(log_dir, ctx)
     try:

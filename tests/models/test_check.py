@@ -1,0 +1,52 @@
+"""The component check: the README's worked example passes it and trains; components that
+break the interface (no cache, not causal, wrong signatures) are refused in words."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from gptlab import load_experiment
+from gptlab.models.check import check_experiment
+from gptlab.paths import REPO_ROOT
+from gptlab.training.cli import main
+
+EXAMPLE = re.search(r"<!-- example: tempered.py -->\n```python\n(.*?)```", (REPO_ROOT / "README.md").read_text(),
+                    re.S).group(1)
+
+
+def experiment_file(tmp_path, text, name="tempered.py"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_readme_example_passes_the_check_and_trains(tmp_path, capsys):
+    path = experiment_file(tmp_path, EXAMPLE)
+    assert check_experiment(load_experiment(path)) == []
+    out = subprocess.run([sys.executable, "-m", "gptlab", "check", str(path)], capture_output=True, text=True)
+    assert out.returncode == 0 and "ok (TemperedAttention)" in out.stdout
+    for position in ("RoPE", "ALiBi"):  # the hooks it calls carry every position encoding
+        mixed = experiment_file(tmp_path, EXAMPLE + f"from gptlab.modules import {position}\n"
+                                f"POSITION_ENCODING_CLASS = {position}\n", name=f"tempered_{position}.py")
+        assert check_experiment(load_experiment(mixed)) == [], position
+    assert main(["--experiment", str(path), "--preset", "smoke", "--max-steps", "1", "train.num_samples=1",
+                 "train.hellaswag=false", "--log-dir", str(tmp_path / "run")]) == 0
+
+
+@pytest.mark.parametrize("edit, phrase", [
+    (("            k, v = cache.append(k, v)\n", "            pass\n"), "generation with the KV cache gives other logits"),
+    (("y = causal_attention(q, k, v, pos_enc, pos)",
+      "y = torch.nn.functional.scaled_dot_product_attention(q, k, v)"), "it is not causal"),
+    (("def forward(self, x, pos_enc, pos, cache=None):", "def forward(self, x):"), "a forward pass with ATTENTION_CLASS"),
+    (("def __init__(self, config):\n        super().__init__()", "def __init__(self, config, width):\n        super().__init__()"),
+     "cannot be built: TypeError"),
+])
+def test_a_component_that_breaks_the_interface_is_refused_before_training(tmp_path, capsys, edit, phrase):
+    path = experiment_file(tmp_path, EXAMPLE.replace(*edit))
+    log_dir = tmp_path / "run"
+    assert main(["--experiment", str(path), "--preset", "smoke", "--max-steps", "1", "--log-dir", str(log_dir)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "fails the component check" in err and phrase in err, err
+    assert "gptlab check" in err and not (log_dir / "log.txt").exists()
