@@ -151,8 +151,9 @@ def _check_writable(log_dir: Path) -> None:
         probe = log_dir / f".write_test_{id(log_dir)}"
         probe.write_bytes(b"")
         probe.unlink()
-        with open(log_dir / "log.txt", "a", encoding="utf-8"):  # the log itself: not a directory, not read-only
-            pass
+        if (log_dir / "log.txt").exists():  # the log itself: not a directory, not read-only
+            with open(log_dir / "log.txt", "a", encoding="utf-8"):
+                pass
     except OSError as e:
         raise TrainingError(f"cannot write to the log directory {log_dir} or its log.txt ({e.strerror or e}); "
                             f"fix its permissions, or choose another with --log-dir") from None

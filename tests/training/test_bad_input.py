@@ -141,6 +141,7 @@ def test_files_that_are_not_gptlab_files_are_refused_without_unsafe_advice(tmp_p
         assert "weights_only" not in text and "allow_pickle" not in text and "trust" not in text
 
 
+@pytest.mark.long
 def test_resume_on_other_data_is_refused_unless_asked_for(tmp_path):
     def shards(directory, offset):
         directory.mkdir()

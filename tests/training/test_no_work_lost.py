@@ -36,6 +36,7 @@ def wait_for_step(log_dir, step: int, proc) -> None:
         time.sleep(0.01)
 
 
+@pytest.mark.long
 def test_a_second_run_on_the_same_log_directory_is_refused_and_a_killed_run_leaves_no_stuck_lock(tmp_path):
     first = start("--log-dir", str(tmp_path), "--max-steps", "20", "--seed", "1")
     wait_for_step(tmp_path, 1, first)
@@ -54,6 +55,7 @@ def test_a_second_run_on_the_same_log_directory_is_refused_and_a_killed_run_leav
     assert again.returncode == 0, again.stderr
 
 
+@pytest.mark.long
 def test_checkpoints_copied_without_their_markers_are_used_not_overwritten(tmp_path):
     args = ["--max-steps", "6", "train.eval_interval=2"]
     assert train("--log-dir", str(tmp_path / "a"), *args, "train.stop_at=4").returncode == 0
@@ -68,6 +70,7 @@ def test_checkpoints_copied_without_their_markers_are_used_not_overwritten(tmp_p
     assert ckpt.verify(copy / "model_00004.pt") is None and ckpt.verify(copy / "model_00006.pt") is None
 
 
+@pytest.mark.long
 def test_resume_auto_never_starts_over_where_no_checkpoint_is_usable(tmp_path):
     assert train("--log-dir", str(tmp_path), "--max-steps", "4", "train.eval_interval=2").returncode == 0
     for name in ("model_00002.pt", "model_00004.pt"):
@@ -105,6 +108,7 @@ def test_a_diverged_run_writes_no_checkpoint_of_its_divergence(tmp_path):
     assert (str(newest[0]) in last) if newest else "not yet written" in last
 
 
+@pytest.mark.long
 def test_resume_past_stop_at_says_there_is_nothing_to_train(tmp_path):
     assert train("--log-dir", str(tmp_path), "--max-steps", "8", "train.eval_interval=3", "train.stop_at=6").returncode == 0
     before = (tmp_path / "log.txt").read_text()

@@ -29,8 +29,8 @@ def wait_for_line(log: Path, line: str, proc, timeout: float = 120.0) -> None:
         time.sleep(0.005)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.long)], ids=["TERM", "INT"])
+@pytest.mark.long
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_a_signal_saves_at_the_next_step_and_the_resumed_run_is_bitwise_identical(tmp_path, sig):
     whole = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *ARGS, "--log-dir", str(tmp_path / "whole")],
                            capture_output=True, text=True, timeout=300)
