@@ -19,8 +19,9 @@ from gptlab.data.shards import DataError
 
 class TokenLoader:
     def __init__(self, shards: list[np.ndarray], B: int, T: int, rank: int = 0, world_size: int = 1,
-                 accum: int = 1, name: str = "data"):
+                 accum: int = 1, name: str = "data", vocab_size: int | None = None):
         self.shards, self.B, self.T, self.rank, self.world_size, self.accum = shards, B, T, rank, world_size, accum
+        self.name, self.vocab_size = name, vocab_size
         self.tokens_per_step = B * T * world_size * accum
         short = [i for i, s in enumerate(shards) if len(s) < self.tokens_per_step + 1]
         if not shards or len(short) == len(shards):
@@ -37,6 +38,10 @@ class TokenLoader:
         B, T = self.B, self.T
         start = self.position + (self.micro * self.world_size + self.rank) * B * T
         buf = torch.from_numpy(np.asarray(self.shards[self.shard][start:start + B * T + 1], dtype=np.int64))
+        if self.vocab_size is not None and int(buf.max()) >= self.vocab_size:
+            raise DataError(f"{self.name}: shard {self.shard} holds token id {int(buf.max())} near position {start:,}, "
+                            f"at or above the model's vocab_size={self.vocab_size}; the shard was not written with "
+                            f"the GPT-2 tokenizer, or is damaged: prepare the data again")
         x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
         self.micro += 1
         if self.micro == self.accum:

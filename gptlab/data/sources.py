@@ -23,7 +23,8 @@ class Data:
     fingerprint: str  # of the shard list: which data this is, wherever it lies
 
 
-def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: int = 1, accum: int = 1) -> Data:
+def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: int = 1, accum: int = 1,
+              vocab_size: int | None = None) -> Data:
     """data="fineweb": shards in data_dir (an error if there are none); "embedded": the
     embedded corpus; "auto": shards if the default directory (or data_dir) holds any,
     else the embedded corpus."""
@@ -49,9 +50,9 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
         if train.data == "auto":
             description += f" (no prepared data in {data_dir})"
     try:
-        train_loader = TokenLoader(train_shards, B, T, rank, world_size, accum, name=f"train data ({description})")
+        train_loader = TokenLoader(train_shards, B, T, rank, world_size, accum, name="train data", vocab_size=vocab_size)
         # every rank reads the whole validation stream and scores its share of the batches
-        val_loader = TokenLoader(val_shards, B, T, 0, 1, name=f"val data ({description})")
+        val_loader = TokenLoader(val_shards, B, T, 0, 1, name="val data", vocab_size=vocab_size)
     except DataError as e:
         if use_shards or B * T * world_size * accum < 100_000:
             raise

@@ -26,17 +26,48 @@ CACHE = DATA_DIR / "hellaswag" / "hellaswag_val.jsonl"
 
 
 def fetch(path: Path = CACHE, url: str = URL, timeout: float = 20.0) -> tuple[Path | None, str]:
-    """(path of the validation file, "") once it is on disk, else (None, why not)."""
+    """(path of the validation file, "") once a valid one is on disk, else (None, why not).
+    A cached file that is damaged or incomplete is kept aside and downloaded again."""
     if path.is_file():
-        return path, ""
+        problem = problem_with(path)
+        if problem is None:
+            return path, ""
+        aside = path.with_name(path.name + ".damaged")
+        path.replace(aside)
+        print(f"the cached HellaSwag file was damaged ({problem}); kept as {aside.name}, downloading it again")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(url, timeout=timeout) as response:
             data = response.read()
         atomic_write_bytes(path, data)
-        return path, ""
     except OSError as e:
         return None, f"could not download {url}: {getattr(e, 'reason', e)}"
+    problem = problem_with(path)
+    return (path, "") if problem is None else (None, f"the download from {url} is not a HellaSwag file: {problem}")
+
+
+def problem_with(path: Path) -> str | None:
+    """None when every line of path is a HellaSwag example (ctx, label, four endings), else the
+    first problem, with its line number."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, start=1):
+                try:
+                    example = json.loads(line)
+                except json.JSONDecodeError as e:
+                    return f"line {number} is not JSON ({e.msg})"
+                if not (isinstance(example, dict) and isinstance(example.get("ctx"), str)
+                        and isinstance(example.get("endings"), list) and len(example["endings"]) == 4
+                        and example.get("label") in (0, 1, 2, 3, "0", "1", "2", "3")):
+                    return f"line {number} is not an example with a ctx, four endings and a label 0-3"
+    except (OSError, UnicodeDecodeError) as e:
+        return f"it cannot be read ({type(e).__name__})"
+    return None if number_of_lines(path) else "it is empty"
+
+
+def number_of_lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
 
 
 def examples(path: Path, limit: int = 0) -> Iterator[dict]:

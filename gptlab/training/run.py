@@ -60,9 +60,12 @@ def check_run(run: Run, world_size: int) -> None:
     from gptlab.models.gpt import check_components
     check_components(run.model_config, **run.experiment.components())
     cfg = run.train_config
-    if cfg.hellaswag and cfg.hellaswag_file and not Path(cfg.hellaswag_file).is_file():
-        raise TrainingError(f"train.hellaswag_file={cfg.hellaswag_file} is not a file; give the path of a HellaSwag "
-                            f".jsonl, or leave it empty for the official validation set")
+    if cfg.hellaswag and cfg.hellaswag_file:
+        from gptlab.evaluation.hellaswag import problem_with
+        problem = problem_with(Path(cfg.hellaswag_file)) if Path(cfg.hellaswag_file).is_file() else "it is not a file"
+        if problem:
+            raise TrainingError(f"train.hellaswag_file={cfg.hellaswag_file}: {problem}; give a HellaSwag .jsonl, or "
+                                f"leave it empty for the official validation set")
     problems = []
     if cfg.sequence_length > run.model_config.block_size:
         problems.append(f"sequence_length={cfg.sequence_length} is longer than block_size={run.model_config.block_size}; "

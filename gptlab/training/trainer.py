@@ -34,7 +34,8 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         torch.cuda.manual_seed(cfg.seed)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    data = open_data(cfg, cfg.micro_batch_size, cfg.sequence_length, ctx.rank, ctx.world_size, accum)
+    data = open_data(cfg, cfg.micro_batch_size, cfg.sequence_length, ctx.rank, ctx.world_size, accum,
+                     run.model_config.vocab_size)
     same_data = run.resume_state is None or ckpt.check_same_data(run.resume_state, data.fingerprint, run)
     model = run.experiment.build(run.model_config).to(device)
     optimizer = build_optimizer(model, cfg, ctx.device_type)

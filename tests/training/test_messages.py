@@ -1,11 +1,16 @@
 """A user's mistake is one `error:` line that says what to do, exit status 2, nothing written."""
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
+from gptlab import load_model
+from gptlab.evaluation import hellaswag
 from gptlab.paths import REPO_ROOT
+from gptlab.training.checkpoint import CheckpointError
 from gptlab.training.cli import main
 
 SMOKE = ["--preset", "smoke", "--max-steps", "2", "train.num_samples=0", "train.hellaswag=false"]
@@ -74,3 +79,57 @@ def test_summary_has_help_and_reports_a_broken_experiment(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "gptlab.reporting.summary", "model.n_layers=2"], capture_output=True,
                          text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "did you mean n_layer" in bad.stderr
+
+
+def test_the_gpt2_recipe_without_prepared_data_says_what_to_do(tmp_path, capsys):
+    refused(capsys, ["--log-dir", str(tmp_path), "train.hellaswag=false", "--max-steps", "1"],
+            "this is the GPT-2 124M recipe", "python -m gptlab.data.fineweb", "--preset smoke")
+
+
+def test_a_token_id_outside_the_vocabulary_is_named(tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    tokens = np.arange(20000, dtype=np.uint16) % 50000
+    np.save(data / "edufineweb_val_000000.npy", tokens)
+    tokens[3000] = 60000
+    np.save(data / "edufineweb_train_000001.npy", tokens)
+    refused(capsys, [*SMOKE, "--max-steps", "6", "train.data=fineweb", f"train.data_dir={data}",
+                     "--log-dir", str(tmp_path / "log")], "holds token id 60000", "vocab_size=50304")
+
+
+def test_a_damaged_hellaswag_file_is_refused_or_fetched_again(tmp_path, capsys):
+    user = tmp_path / "hs.jsonl"
+    user.write_text(json.dumps({"ctx": "a", "label": 0, "endings": ["b", "c", "d", "e"]}) + "\n" +
+                    json.dumps({"ctx": "a", "label": 0, "endings": ["b", "c", "d"]}) + "\n")
+    refused(capsys, [*SMOKE, "train.hellaswag=true", f"train.hellaswag_file={user}", "--log-dir", str(tmp_path / "l")],
+            "line 2 is not an example with a ctx, four endings and a label")
+    cache = tmp_path / "cache.jsonl"
+    cache.write_text('{"ctx": "cut off in the midd')  # a download that stopped
+    path, why = hellaswag.fetch(cache, url="http://127.0.0.1:9/none.jsonl", timeout=2)
+    assert path is None and "could not download" in why
+    assert (tmp_path / "cache.jsonl.damaged").exists() and "kept as cache.jsonl.damaged" in capsys.readouterr().out
+
+
+MLP_V1 = """
+from gptlab.modules import MLP
+
+class MyMLP(MLP):
+    pass
+
+MLP_CLASS = MyMLP
+"""
+
+
+@pytest.mark.slow
+def test_a_checkpoint_whose_weights_no_longer_fit_a_user_class_is_refused(tmp_path, capsys):
+    exp = tmp_path / "mine.py"
+    exp.write_text(MLP_V1)
+    args = ["--experiment", str(exp), *SMOKE, "--max-steps", "2", "--log-dir", str(tmp_path / "log")]
+    assert main([*args, "train.stop_at=1"]) == 0
+    exp.write_text(MLP_V1.replace("    pass", "    def __init__(self, config):\n        super().__init__(config)\n"
+                                  "        self.extra = __import__('torch').nn.Linear(4, 4)"))
+    capsys.readouterr()
+    refused(capsys, [*args, "--resume", "auto", "train.allow_source_change=true"],
+            "the checkpoint's weights do not fit the model", "extra.weight")
+    with pytest.raises(CheckpointError, match="do not fit the model its components build now"):
+        load_model(tmp_path / "log" / "model_00001.pt")
