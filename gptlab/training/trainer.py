@@ -143,6 +143,10 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
                   f"{batch['processes']} process(es) on {description['environment']['device']}, "
                   f"grad accumulation {batch['grad_accum_steps']}")
     metrics.print(f"data: {description['data']}")
+    if description["environment"]["device"] == "cpu" and description["params"] > 50_000_000:
+        metrics.print(f"note: {description['params'] / 1e6:.0f}M parameters on a CPU, {batch['grad_accum_steps']} "
+                      f"micro-batches a step: expect minutes a step. --preset smoke or --preset small train the same "
+                      f"experiment in minutes")
     if run.resume:
         metrics.print(f"resumed from {run.resume} at step {resumed_at}")
     metrics.print(f"log: {metrics.log.path}")

@@ -9,9 +9,10 @@ import math
 import pytest
 import torch
 
-from gptlab import build_model, load_experiment
+from gptlab import GPTConfig, build_model, load_experiment
 from gptlab.models.gpt import GPT
-from gptlab.modules import PositionEncoding
+from gptlab.modules import (ALiBi, BaseAttention, GQAAttention, LearnedPositionEncoding, MLAAttention, MQAAttention,
+                            PositionEncoding, RoPE, SinusoidalPositionalEncoding)
 from tests.conftest import EXPERIMENTS
 
 # six heads: ALiBi's slopes for a head count that is not a power of two; GQA in groups of three
@@ -160,6 +161,24 @@ def test_model_equals_the_reference_forward_pass(name):
     logits = model(idx).logits
     for b in range(2):
         torch.testing.assert_close(logits[b], reference_logits(model, idx[b]), **CLOSE)
+
+
+ATTENTIONS = {"mha": (BaseAttention, {}), "mqa": (MQAAttention, {}), "gqa": (GQAAttention, {"n_kv_head": 2}),
+              "mla": (MLAAttention, {"q_lora_rank": 16})}
+POSITIONS = {"learned": LearnedPositionEncoding, "sine": SinusoidalPositionalEncoding, "rope": RoPE, "alibi": ALiBi}
+
+
+@pytest.mark.parametrize("position", POSITIONS)
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_every_attention_with_every_position_encoding_equals_the_reference(attention, position):
+    cls, fields = ATTENTIONS[attention]
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**SIZE, **fields), cls, POSITIONS[position]).double().eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, 1.0 / math.sqrt(p.shape[1])) if p.dim() > 1 else p.add_(0.2 * torch.randn_like(p))
+    idx = torch.randint(0, SIZE["vocab_size"], (1, 16))
+    torch.testing.assert_close(model(idx).logits[0], reference_logits(model, idx[0]), **CLOSE)
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)

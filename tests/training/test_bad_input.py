@@ -162,6 +162,7 @@ def test_resume_on_other_data_is_refused_unless_asked_for(tmp_path):
     assert result.returncode == 0 and "reading it from its start" in result.stdout
 
 
+@pytest.mark.long
 def test_resume_after_the_experiment_file_changed_is_refused_unless_asked_for(tmp_path):
     exp = tmp_path / "mine.py"
     exp.write_text("from gptlab.modules import RoPE\nPOSITION_ENCODING_CLASS = RoPE\n")
