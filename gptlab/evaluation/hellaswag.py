@@ -49,6 +49,7 @@ def fetch(path: Path = CACHE, url: str = URL, timeout: float = 20.0) -> tuple[Pa
 def problem_with(path: Path) -> str | None:
     """None when every line of path is a HellaSwag example (ctx, label, four endings), else the
     first problem, with its line number."""
+    number = 0
     try:
         with open(path, encoding="utf-8") as f:
             for number, line in enumerate(f, start=1):
@@ -62,12 +63,7 @@ def problem_with(path: Path) -> str | None:
                     return f"line {number} is not an example with a ctx, four endings and a label 0-3"
     except (OSError, UnicodeDecodeError) as e:
         return f"it cannot be read ({type(e).__name__})"
-    return None if number_of_lines(path) else "it is empty"
-
-
-def number_of_lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
+    return None if number else "it is empty"
 
 
 def examples(path: Path, limit: int = 0) -> Iterator[dict]:

@@ -9,8 +9,9 @@ import dataclasses
 
 import torch
 
-from gptlab.core.config import ConfigError, GPTConfig
+from gptlab.core.config import GPTConfig
 from gptlab.core.experiment import Experiment
+from gptlab.models.gpt import check_components
 
 INTERFACE = ("the interface: attention cls(config), forward(x, pos_enc, pos, cache=None) -> (B, T, C); position "
              "encoding cls(config, rotary_dim) with forward(x, pos), rotate(t, pos), score_bias(q_pos, k_pos); "
@@ -25,14 +26,13 @@ def user_components(experiment: Experiment) -> dict[str, type]:
 def check_experiment(experiment: Experiment, model_config: GPTConfig | None = None) -> list[str]:
     """Every problem of the experiment's components on a tiny model of its config (widths kept,
     two layers, 16 positions, a 64-token vocabulary), one sentence each."""
-    config = dataclasses.replace(model_config or experiment.model_config, n_layer=min(2, (model_config or
-                                 experiment.model_config).n_layer), block_size=16, vocab_size=64, dropout=0.0)
+    config = model_config or experiment.model_config
+    config = dataclasses.replace(config, n_layer=min(2, config.n_layer), block_size=16, vocab_size=64, dropout=0.0)
     names = ", ".join(f"{slot.upper()} = {cls.__name__}" for slot, cls in user_components(experiment).items())
+    check_components(config, **experiment.components())  # a config problem is the config's error, not the class's
     torch.manual_seed(0)
     try:
         model = experiment.build(config).double().eval()
-    except ConfigError:
-        raise
     except Exception as e:
         return [f"the model with {names or 'its components'} cannot be built: {type(e).__name__}: {e}; {INTERFACE}"]
     idx = torch.randint(0, 64, (2, 12))

@@ -91,8 +91,9 @@ def load_checkpoint(path: Path, check: bool = True) -> dict:
     were copied without their .sha256); a file torch cannot read is still refused."""
     path = Path(path)
     if path.is_dir():
+        inside = list_checkpoints(path)
         raise CheckpointError(f"{path} is a directory; give the path of a model_NNNNN.pt file in it"
-                              f"{' such as ' + list_checkpoints(path)[0].name if list_checkpoints(path) else ''}")
+                              f"{' such as ' + inside[0].name if inside else ''}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; give the path of a model_NNNNN.pt file, "
                               f"or --resume auto to take the newest one of the experiment")
