@@ -165,6 +165,7 @@ class MLAAttention(Attention):
     """
 
     config_fields = ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+    norm_eps = 1e-6  # of the latent RMSNorms, as DeepSeek-V2 (PyTorch's default would be float32's epsilon)
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -173,12 +174,12 @@ class MLAAttention(Attention):
         qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
         if self.q_lora_rank:  # queries from their own latent (eq. 12-13)
             self.wq_a = nn.Linear(config.n_embd, config.q_lora_rank, bias=False)
-            self.q_norm = nn.RMSNorm(config.q_lora_rank)
+            self.q_norm = nn.RMSNorm(config.q_lora_rank, eps=self.norm_eps)
             self.wq_b = nn.Linear(config.q_lora_rank, self.n_head * qk_head_dim, bias=False)
         else:
             self.wq = nn.Linear(config.n_embd, self.n_head * qk_head_dim, bias=False)
         self.wkv_a = nn.Linear(config.n_embd, self.kv_lora_rank + self.qk_rope_head_dim, bias=False)
-        self.kv_norm = nn.RMSNorm(self.kv_lora_rank)
+        self.kv_norm = nn.RMSNorm(self.kv_lora_rank, eps=self.norm_eps)
         self.wkv_b = nn.Linear(self.kv_lora_rank, self.n_head * (self.qk_nope_head_dim + self.v_head_dim), bias=False)
         self.c_proj = nn.Linear(self.n_head * self.v_head_dim, config.n_embd, bias=config.bias)
         self.dropout = config.dropout

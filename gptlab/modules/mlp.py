@@ -58,12 +58,10 @@ class SiLUMLP(MLP):
 
 
 class GEGLU(MLP):
-    """GELU(x W) * (x V) (Shazeer 2020, eq. 6)."""
+    """GELU(x W) * (x V) (Shazeer 2020, eq. 6), with the baseline's tanh GELU, so that
+    geglu-vs-baseline changes the gating alone, not the GELU's approximation too."""
 
     gated = True
-
-    def activation(self, x: Tensor) -> Tensor:
-        return F.gelu(x)
 
 
 class SwiGLU(MLP):

@@ -119,7 +119,7 @@ ACTIVATIONS = {  # each paper's formula
     "MLP": lambda a: 0.5 * a * (1 + torch.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a ** 3))),
     "ReLUMLP": lambda a: a.clamp(min=0),
     "SiLUMLP": lambda a: a / (1 + torch.exp(-a)),
-    "GEGLU": lambda a: 0.5 * a * (1 + torch.erf(a / math.sqrt(2))),
+    "GEGLU": lambda a: 0.5 * a * (1 + torch.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a ** 3))),  # GPT-2's GELU
     "SwiGLU": lambda a: a / (1 + torch.exp(-a)),
 }
 

@@ -104,3 +104,15 @@ def test_mha_cached_equals_uncached_with_a_multi_token_continuation():
         parts = [attn(x[:, :4], pe, torch.arange(4), cache), attn(x[:, 4:9], pe, torch.arange(4, 9), cache),
                  attn(x[:, 9:], pe, torch.arange(9, 12), cache)]
         torch.testing.assert_close(torch.cat(parts, dim=1), attn(x, pe, torch.arange(12)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("q_lora_rank", [0, 8])
+def test_mla_latent_norms_use_deepseek_v2_eps(q_lora_rank):
+    """DeepSeek-V2 normalises its latents with eps 1e-6; on a latent of rms 1e-3 the eps decides the result."""
+    config = GPTConfig(block_size=16, n_embd=32, n_head=4, q_lora_rank=q_lora_rank)
+    attn = MLAAttention(config)
+    norms = [attn.kv_norm] + ([attn.q_norm] if q_lora_rank else [])
+    for norm in norms:
+        c = 1e-3 * torch.randn(2, 5, norm.weight.numel())
+        expected = c / torch.sqrt((c ** 2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+        torch.testing.assert_close(norm(c), expected)
