@@ -31,7 +31,7 @@ def measure(experiment: str, args, extra: list[str]) -> dict:
                         f"--nproc_per_node={args.nproc}", str(ROOT / "train.py")]
         command = [*launcher, "--experiment", experiment, "--preset", args.preset, "--log-dir", log_dir,
                    "--max-steps", str(args.steps), f"train.eval_interval={10 * args.steps}",
-                   "train.hellaswag=false", "train.num_samples=0", "train.val_steps=1", *extra]
+                   "train.hellaswag=false", "train.num_samples=0", "train.val_tokens=1024", *extra]
         result = subprocess.run(command, capture_output=True, text=True)
         if result.returncode != 0:
             return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}

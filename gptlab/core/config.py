@@ -93,7 +93,10 @@ class TrainingConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 disables clipping
     eval_interval: int = 250  # validation, HellaSwag, samples and a checkpoint every this many steps
-    val_steps: int = 20  # validation batches per evaluation
+    # tokens of the validation split scored at each evaluation (whole sequences of sequence_length, from
+    # its start): build-nanogpt's 20 batches of 64 x 1024 on each of 8 GPUs, the setting of the GPT-2
+    # references; the same tokens whatever micro_batch_size and the number of processes
+    val_tokens: int = 10_485_760
     hellaswag: bool = True
     hellaswag_limit: int = 0  # examples scored per evaluation; 0 = all 10,042
     hellaswag_file: str = ""  # a local HellaSwag .jsonl; "" = the official validation file, downloaded once
@@ -112,12 +115,15 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         problems = []
         for name in ("total_batch_size", "micro_batch_size", "sequence_length", "max_steps",
-                     "eval_interval", "val_steps", "max_bad_steps"):
+                     "eval_interval", "max_bad_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("warmup_steps", "stop_at", "hellaswag_limit", "num_samples", "sample_length", "keep_last"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be 0 or more")
+        if self.val_tokens < self.sequence_length:
+            problems.append(f"val_tokens={self.val_tokens} is less than one sequence of sequence_length="
+                            f"{self.sequence_length}; validation scores whole sequences")
         if self.max_lr <= 0:
             problems.append(f"max_lr={self.max_lr} must be positive")
         if not 0 <= self.min_lr_ratio <= 1:

@@ -9,6 +9,7 @@ with the plain model, outside any collective."""
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 
 import torch
@@ -65,16 +66,22 @@ class Evaluator:
         return results
 
     def val_loss(self, forward) -> float:
-        """Mean cross-entropy over the same val_steps batches every time, whatever the number of
-        ranks: batch i is scored by rank i % world_size."""
+        """Mean cross-entropy per token over the first val_tokens of the validation split (whole
+        sequences), the same tokens every time whatever the micro-batch size and the number of
+        ranks: the sequences are read in batches of B, and batch i is scored by rank i % world_size."""
         self.val.reset()
-        total = torch.zeros(2, device=self.ctx.device)  # (loss sum, batches)
-        for i in range(self.cfg.val_steps):
+        sequences = self.cfg.val_tokens // self.val.T
+        loss_sum, tokens = torch.zeros((), device=self.ctx.device), 0
+        for i in range(math.ceil(sequences / self.val.B)):
             x, y = self.val.next_batch()
             if i % self.ctx.world_size == self.ctx.rank:
+                rows = min(self.val.B, sequences - i * self.val.B)  # the last batch may be short
+                x, y = x[:rows].to(self.ctx.device), y[:rows].to(self.ctx.device)
                 with self.autocast:
-                    ce = forward(x.to(self.ctx.device), y.to(self.ctx.device)).ce
-                total += torch.stack([ce.detach().float(), torch.ones((), device=self.ctx.device)])
+                    ce = forward(x, y).ce
+                loss_sum += ce.detach().float() * y.numel()
+                tokens += y.numel()
+        total = torch.stack([loss_sum, torch.tensor(float(tokens), device=self.ctx.device)])
         sum_over_ranks(total, self.ctx)
         return (total[0] / total[1]).item()
 

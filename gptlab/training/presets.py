@@ -6,11 +6,11 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     # any experiment, tiny, on the embedded corpus: a full run with evaluations in a minute on 2 CPU cores
     "smoke": (dict(n_layer=2, n_head=8, n_embd=64, block_size=64),
               dict(total_batch_size=1024, micro_batch_size=8, sequence_length=64, max_steps=50,
-                   warmup_steps=5, max_lr=3e-3, eval_interval=25, val_steps=4, hellaswag_limit=50,
+                   warmup_steps=5, max_lr=3e-3, eval_interval=25, val_tokens=2048, hellaswag_limit=50,
                    num_samples=2, sample_length=16, data="embedded")),
     # a small model that learns visibly in minutes on a laptop CPU
     "small": (dict(n_layer=4, n_head=8, n_embd=128, block_size=128),
               dict(total_batch_size=4096, micro_batch_size=16, sequence_length=128, max_steps=300,
-                   warmup_steps=30, max_lr=2e-3, eval_interval=100, val_steps=8, hellaswag_limit=200,
+                   warmup_steps=30, max_lr=2e-3, eval_interval=100, val_tokens=16384, hellaswag_limit=200,
                    num_samples=2, sample_length=32, data="embedded")),
 }

@@ -185,7 +185,7 @@ def test_extra_losses_reach_the_log_and_validation_stays_cross_entropy(tmp_path,
     assert type(model.transformer.h[0].mlp).__name__ == "ReportingMLP"
     val = embedded.embedded_splits()["val"]
     losses = []
-    for i in range(4):  # the smoke preset's val_steps batches of 8 x 64
+    for i in range(4):  # the smoke preset's val_tokens=2048: 4 batches of 8 x 64
         buf = torch.from_numpy(val[i * 512:(i + 1) * 512 + 1].astype("int64"))
         logits = model(buf[:-1].view(8, 64)).logits
         losses.append(torch.nn.functional.cross_entropy(logits.flatten(0, 1), buf[1:]).item())
