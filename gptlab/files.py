@@ -100,6 +100,17 @@ class DirectoryLock:
         except OSError:
             return "unknown"
 
+    def held(self) -> bool:
+        """Whether a process holds the lock now (this one included)."""
+        try:
+            with open(self.path) as f:
+                _lock(f)  # released again when f closes
+        except FileNotFoundError:
+            return False
+        except OSError:
+            return True
+        return False
+
     def release(self) -> None:
         if self._file is not None:
             self.path.unlink(missing_ok=True)  # while still locked, so no one holds a removed file

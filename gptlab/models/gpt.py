@@ -86,17 +86,24 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def num_params(self) -> int:
+    def num_params(self, non_embedding: bool = False) -> int:
         """Every distinct parameter element: the tied wte/lm_head matrix once, learned
-        position embeddings included, fixed tables (sinusoidal, RoPE) and buffers not."""
-        return sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        position embeddings included, fixed tables (sinusoidal, RoPE) and buffers not.
+        non_embedding: without the token and position embeddings (Kaplan et al. 2020's N)."""
+        total = sum(p.numel() for p in self.parameters())  # parameters() yields a shared tensor once
+        if non_embedding:
+            total -= self.transformer.wte.weight.numel() + sum(p.numel() for p in self.transformer.wpe.parameters())
+        return total
 
     def flops_per_token(self, seq_len: int) -> int:
-        """Training FLOPs per token, forward and backward: 6 per parameter plus the attention
-        scores and weighted sums, 12 * n_layer * n_embd * seq_len (PaLM, Chowdhery et al.
-        2022, appendix B; the estimate nanoGPT's MFU uses)."""
-        c = self.config
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * seq_len
+        """Training FLOPs per token, forward and backward, component by component (see
+        gptlab.models.flops for what is counted)."""
+        return sum(self.flops_breakdown(seq_len).values())
+
+    def flops_breakdown(self, seq_len: int) -> dict[str, int]:
+        """Training FLOPs per token of attention, mlp, lm_head and other parts."""
+        from gptlab.models.flops import training_flops_breakdown
+        return training_flops_breakdown(self, seq_len)
 
     def forward(self, idx: Tensor, targets: Tensor | None = None,
                 caches: list[KVCache] | None = None) -> ModelOutput:

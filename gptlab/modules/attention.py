@@ -83,6 +83,11 @@ class Attention(nn.Module):
         """Every reason this class cannot be built from config, one sentence each."""
         return []
 
+    def score_flops(self, seq_len: int) -> int:
+        """Forward FLOPs per token of the scores (q.k) and the weighted sum of values, over
+        seq_len keys; the projections are counted as the nn.Linear layers they are."""
+        return 0
+
     def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
                 cache: KVCache | None = None) -> Tensor:
         raise NotImplementedError
@@ -106,6 +111,9 @@ class BaseAttention(Attention):
     @staticmethod
     def kv_heads(config: GPTConfig) -> int:
         return config.n_head
+
+    def score_flops(self, seq_len: int) -> int:
+        return 2 * seq_len * self.n_head * 2 * self.head_dim  # every query head; K/V heads shared or not
 
     @classmethod
     def check_config(cls, config: GPTConfig) -> list[str]:
@@ -188,6 +196,9 @@ class MLAAttention(Attention):
     @staticmethod
     def rotary_dim(config: GPTConfig) -> int:
         return config.mla_dims()[2]
+
+    def score_flops(self, seq_len: int) -> int:
+        return 2 * seq_len * self.n_head * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)
 
     @classmethod
     def check_config(cls, config: GPTConfig) -> list[str]:

@@ -60,8 +60,9 @@ def parser() -> argparse.ArgumentParser:
                    help="gpt2: the full recipe (default); smoke: tiny, embedded corpus, about a minute on a CPU; "
                         "small: a few minutes on a CPU")
     p.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
-    p.add_argument("--seed", type=int, help="shorthand for train.seed=N; with --inference, the sampling seed")
-    p.add_argument("--log-dir", type=Path, help="default: log_train/<experiment>/log")
+    p.add_argument("--seed", type=int, help="shorthand for train.seed=N, in its own log directory "
+                   "log_train/<experiment>/seed<N>; with --inference, the sampling seed")
+    p.add_argument("--log-dir", type=Path, help="default: log_train/<experiment>/log (seed<N> with --seed)")
     p.add_argument("--resume", metavar="CKPT|auto", nargs="?", const="auto",
                    help="continue from a checkpoint; 'auto' (or --resume alone) takes the newest intact one in "
                         "the log directory, or starts the run if there is none")
@@ -84,24 +85,10 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
     """Experiment file, then preset, then command line; every check that can be made before
     anything is written; then the log directory, held by this run alone, and its state."""
     ctx = ctx or Dist()
-    exp = load_experiment(args.experiment)
-    overrides = parse_overrides(args.overrides)
-    preset_model, preset_train = PRESETS[args.preset]
-    for flag in ("max_steps", "seed"):
-        if getattr(args, flag) is not None:
-            overrides["train"][flag] = getattr(args, flag)
-    model_config = replace_config(exp.model_config, **{**preset_model, **overrides["model"]})
-    train_config = replace_config(exp.training_config, **{**preset_train, **overrides["train"]})
-    log_dir = (args.log_dir or LOG_ROOT / exp.name / "log").expanduser().resolve()
-    run = Run(exp, model_config, train_config, log_dir, preset=args.preset)
-    check_run(run, ctx.world_size)
-    if user_components(exp):  # a component that is not gptlab's own proves itself before it trains
-        problems = check_experiment(exp, model_config)
-        if problems:
-            raise ExperimentError(f"experiment {exp.path} fails the component check (`gptlab check "
-                                  f"{args.experiment}` runs it alone):\n  - " + "\n  - ".join(problems))
-    _check_writable(log_dir)
-    run.lock = _hold(log_dir, ctx)
+    run = plan_run(args.experiment, args.preset, args.overrides, seed=args.seed, max_steps=args.max_steps,
+                   log_dir=args.log_dir, world_size=ctx.world_size)
+    _check_writable(run.log_dir)
+    run.lock = _hold(run.log_dir, ctx)
     try:
         _find_resume_state(args, run)
     except BaseException:
@@ -109,6 +96,35 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
             run.lock.release()
         raise
     return run
+
+
+def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | None = None,
+             max_steps: int | None = None, log_dir: Path | None = None, world_size: int = 1) -> Run:
+    """A run resolved and checked, nothing written: the experiment file, then the preset, then the
+    overrides (then seed and max_steps); its log directory log_train/<experiment>/log, or
+    .../seed<N> when a seed is given."""
+    exp = load_experiment(experiment)
+    parsed = parse_overrides(overrides)
+    preset_model, preset_train = PRESETS[preset]
+    for flag, value in (("max_steps", max_steps), ("seed", seed)):
+        if value is not None:
+            parsed["train"][flag] = value
+    model_config = replace_config(exp.model_config, **{**preset_model, **parsed["model"]})
+    train_config = replace_config(exp.training_config, **{**preset_train, **parsed["train"]})
+    log_dir = log_dir or LOG_ROOT / exp.name / ("log" if seed is None else seed_dir_name(seed))
+    run = Run(exp, model_config, train_config, Path(log_dir).expanduser().resolve(), preset=preset)
+    check_run(run, world_size)
+    if user_components(exp):  # a component that is not gptlab's own proves itself before it trains
+        problems = check_experiment(exp, model_config)
+        if problems:
+            raise ExperimentError(f"experiment {exp.path} fails the component check (`gptlab check "
+                                  f"{experiment}` runs it alone):\n  - " + "\n  - ".join(problems))
+    return run
+
+
+def seed_dir_name(seed: int) -> str:
+    """The log directory of one seed's run, beside the experiment's others: seed1337."""
+    return f"seed{seed}"
 
 
 def _find_resume_state(args: argparse.Namespace, run: Run) -> None:

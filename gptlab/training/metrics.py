@@ -9,23 +9,31 @@ import torch
 
 from gptlab.training.distributed import Dist
 from gptlab.training.logger import RunLog
+from gptlab.training.record import RunRecord
 
-# dense bf16 peak FLOP/s of the GPUs MFU is reported for (data sheets)
-PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "A10G": 125e12, "L4": 121e12, "4090": 165e12}
+# dense bf16 tensor-core peak FLOP/s from NVIDIA's data sheets, by a part of the device name; the
+# first match wins, so the variants with another peak come before their family's name
+PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
+              "A100": 312e12, "L40S": 362e12, "L4": 121e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
 
 
-def peak_flops(ctx: Dist) -> float | None:
+def peak_flops(ctx: Dist) -> dict | None:
+    """{"flops": peak FLOP/s, "source": where the figure comes from} for this device, or None
+    where it is not known (then no MFU is reported rather than a wrong one)."""
     if ctx.device_type != "cuda":
         return None
     name = torch.cuda.get_device_name(ctx.device)
-    return next((flops for key, flops in PEAK_FLOPS.items() if key in name), None)
+    key = next((key for key in PEAK_FLOPS if key in name), None)
+    return {"flops": PEAK_FLOPS[key], "source": f"data sheet, dense bf16 of {key}"} if key else None
 
 
 class Metrics:
-    def __init__(self, log: RunLog, ctx: Dist, tokens_per_step: int, flops_per_token: int, last_step: int):
-        self.log, self.ctx = log, ctx
+    def __init__(self, log: RunLog, ctx: Dist, tokens_per_step: int, flops_per_token: int, last_step: int,
+                 record: RunRecord | None = None):
+        self.log, self.ctx, self.run_record = log, ctx, record
         self.tokens_per_step, self.flops_per_token, self.last_step = tokens_per_step, flops_per_token, last_step
-        self.peak = peak_flops(ctx)
+        peak = peak_flops(ctx)
+        self.peak = peak["flops"] if peak else None
         self.step_seconds: list[float] = []  # this process's steps, for the time estimate
         self.said_hellaswag_skipped = False
         self.last_evaluation: dict = {}
@@ -57,6 +65,7 @@ class Metrics:
         console += "".join(f" | {name} {value:.4f}" for name, value in extras.items())
         self.record(step, values)
         self.print(console)
+        self.update_record(step + 1, force=False)
         self.step_seconds.append(seconds)
         if len(self.step_seconds) == 2 and self.last_step - step > 2:  # the first step includes warm-up
             per_step = self.step_seconds[1]
@@ -77,6 +86,7 @@ class Metrics:
         self.record(step, values)
         for text in samples:
             self.record(step, {"sample": repr(text)})
+        self.update_record(step)
         message = f"step {step:5d} | val {results['val']:.4f}"
         if skipped:
             if not self.said_hellaswag_skipped:
@@ -97,6 +107,10 @@ class Metrics:
         self.print(f"done: step {step} of {self.last_step} in {duration(seconds)} | {scores}")
         self.print(f"log: {self.log.path} | last checkpoint: {last_checkpoint or 'none'}")
         self.print(f"plot: python plot_training_log.py {self.log.path} curves.png 0")
+
+    def update_record(self, steps_done: int, status: str = "running", why: str = "", force: bool = True) -> None:
+        if self.run_record is not None:
+            self.run_record.update(steps_done, status, why, force)
 
     def print(self, text: str) -> None:
         if self.ctx.master:

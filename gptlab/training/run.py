@@ -116,12 +116,17 @@ def sources(experiment: Experiment) -> list[dict]:
 
 def describe(run: Run, model, ctx: Dist, accum: int, data) -> dict:
     """The run's description: the log header's lines and part of every checkpoint."""
+    from gptlab.training.metrics import peak_flops
     device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device
     return {
         "experiment": run.experiment_record(),
         "model_config": dataclasses.asdict(run.model_config),
         "training_config": dataclasses.asdict(run.train_config),
         "params": model.num_params(),
+        "params_non_embedding": model.num_params(non_embedding=True),
+        "flops_per_token": model.flops_per_token(run.train_config.sequence_length),
+        "flops_breakdown": model.flops_breakdown(run.train_config.sequence_length),
+        "peak_flops": peak_flops(ctx),
         "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(),
         "batch": {"micro_batch": run.train_config.micro_batch_size, "sequence_length": run.train_config.sequence_length,
                   "processes": ctx.world_size, "grad_accum_steps": accum},

@@ -21,6 +21,7 @@ from gptlab.training.logger import RunLog
 from gptlab.training.metrics import Metrics
 from gptlab.training.optim import build_optimizer, learning_rate
 from gptlab.training.preemption import Preempted, Preemption
+from gptlab.training.record import RunRecord
 from gptlab.training.run import Run, TrainingError, describe, grad_accum_steps
 from gptlab.training.state import TrainState
 
@@ -49,11 +50,30 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
     description = describe(run, model, ctx, accum, data)
     stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
     metrics = Metrics(RunLog(run.log_dir, enabled=ctx.master), ctx, cfg.total_batch_size,
-                      model.flops_per_token(cfg.sequence_length), stop)
+                      description["flops_per_token"], stop, RunRecord(run.log_dir, enabled=ctx.master))
     checkpointer = ckpt.Checkpointer(run.log_dir, cfg.keep_last, ctx, description)
     if ctx.master:
         ckpt.remove_stale_temporaries(run.log_dir)
         _log_start(run, metrics, description, resumed_at)
+    metrics.update_record(resumed_at or 0)
+    try:
+        return _train_loop(run, ctx, state, metrics, checkpointer, model, optimizer, data, same_data,
+                           compile_model, resumed_at, stop)
+    except Preempted as e:
+        metrics.update_record(state.step, "stopped", f"preempted: {e}")
+        raise
+    except KeyboardInterrupt:
+        metrics.update_record(state.step, "stopped", "interrupted (Ctrl-C)")
+        raise
+    except BaseException as e:
+        metrics.update_record(state.step, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
+        raise
+
+
+def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkpointer, model, optimizer, data,
+                same_data: bool, compile_model: bool, resumed_at: int | None, stop: int) -> Path | None:
+    cfg, device = run.train_config, ctx.device
+    accum = grad_accum_steps(cfg, ctx.world_size)
     compiled = torch.compile(model) if compile_model else model
     run_model = DDP(compiled, device_ids=[ctx.local_rank] if ctx.device_type == "cuda" else None) if ctx.ddp else compiled
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if ctx.device_type == "cuda"
@@ -83,6 +103,9 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
                 metrics.summary(step, time.perf_counter() - started, last_checkpoint)
                 if step < cfg.max_steps:
                     metrics.print(f"stopped at step {step} of {cfg.max_steps} (train.stop_at); continue with --resume auto")
+                    metrics.update_record(step, "stopped", f"at train.stop_at={cfg.stop_at}")
+                else:
+                    metrics.update_record(step, "complete")
                 return last_checkpoint
             if preemption.requested(ctx):
                 if last_checkpoint != ckpt.checkpoint_path(run.log_dir, step):
