@@ -1,7 +1,12 @@
 """`gptlab`: one command for the framework's tools.
 
-    gptlab train ...          train.py (see gptlab train --help)
-    gptlab check EXPERIMENT   build and call the experiment's components on a tiny input
+    gptlab train ...                 train.py (see gptlab train --help)
+    gptlab study ...                 experiments over seeds, trained fairly, then the report
+    gptlab report [DIR ...]          compare runs: a table (Markdown, CSV, JSON) and figures
+    gptlab eval-lengths CKPT|DIR     validation loss at 1x, 2x, 4x, 8x the training length
+    gptlab check EXPERIMENT          build and call the experiment's components on a tiny input
+
+Each takes --help.
 """
 
 from __future__ import annotations
@@ -37,14 +42,20 @@ def check(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"check": check}
+def _command(module: str):
+    def run(argv: list[str]) -> int:
+        import importlib
+        return importlib.import_module(module).main(argv)
+    return run
+
+
+COMMANDS = {"train": _command("gptlab.training.cli"), "study": _command("gptlab.study.cli"),
+            "report": _command("gptlab.reporting.report"), "eval-lengths": _command("gptlab.evaluation.lengths"),
+            "check": check}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "train":
-        from gptlab.training.cli import main as train
-        return train(argv[1:])
     if not argv or argv[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -6,3 +6,4 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
 DATA_DIR = REPO_ROOT / "data"
 LOG_ROOT = REPO_ROOT / "log_train"
+STUDIES_DIR = REPO_ROOT / "studies"

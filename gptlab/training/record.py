@@ -13,6 +13,7 @@ are kept.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from gptlab.files import DirectoryLock, atomic_write_text
 from gptlab.training.logger import read_header, read_log
 
 RECORD = "run.json"
+STUDY_ENV = "GPTLAB_STUDY"  # set by `gptlab study` for its runs: the study, as JSON, which the record keeps
 STATUSES = ("running", "complete", "stopped", "failed")
 
 
@@ -115,6 +117,8 @@ class RunRecord:
                 self.kept = {k: old[k] for k in ("lengths", "study") if k in old}
             except (OSError, json.JSONDecodeError):
                 pass
+        if os.environ.get(STUDY_ENV):
+            self.kept["study"] = json.loads(os.environ[STUDY_ENV])
 
     def update(self, step: int, status: str = "running", why: str = "", force: bool = True) -> None:
         if not self.enabled or (not force and time.monotonic() - self.written < self.every):

@@ -1,0 +1,112 @@
+"""`gptlab study`: train a baseline and its variants over seeds, fairly, then report.
+
+    gptlab study --experiments baseline rope alibi --seeds 3 --preset smoke [model.X=... train.Y=...]
+    gptlab study quick                     # studies/quick.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from gptlab.core.config import ConfigError
+from gptlab.core.experiment import ExperimentError
+from gptlab.study.plan import Study, StudyError, load_study, plan
+from gptlab.training.presets import PRESETS
+
+EPILOG = """\
+Runs live in <out>/<experiment>/seed<N>/ (default out: log_train, or log_train/<name> for a
+study file), each a train.py run with its log.txt, run.json, checkpoints and console.txt.
+Run the same command again to continue a stopped study: complete runs are skipped,
+interrupted ones resume from their newest checkpoint. At the end the report is printed and
+written with its figures into <out> (`gptlab report <out>` writes it again at any time).
+
+exit status: 0 every run complete; 1 a run failed; 2 refused (nothing trained); 3 stopped
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gptlab study", description="Train experiments over seeds on the same data, "
+                                "tokens, schedule and evaluation, then compare them with the baseline.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", nargs="?", help="a study file: a name in studies/ or a path to a .py file")
+    p.add_argument("--experiments", nargs="+", metavar="NAME", help="experiments to compare (names or .py paths)")
+    p.add_argument("--seeds", type=int, help="runs per experiment, with seeds train.seed, train.seed+1, ... (default 1)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="default gpt2 (the full recipe)")
+    p.add_argument("--baseline", help="the experiment the others are compared with (default: baseline, or the first)")
+    p.add_argument("--out", help="directory of the study's runs and report")
+    p.add_argument("--allow-unfair", action="store_true", default=None,
+                   help="train experiments whose files change the data, tokens, schedule, batch or evaluation "
+                        "(the report marks their rows)")
+    p.add_argument("--parallel", action="store_true",
+                   help="one run per GPU side by side, instead of each run on every GPU one after another")
+    p.add_argument("--verbose", action="store_true", help="show each run's console output instead of console.txt")
+    p.add_argument("overrides", nargs="*", metavar="model.FIELD=VALUE|train.FIELD=VALUE")
+    return p
+
+
+def resolve_study(args: argparse.Namespace) -> Study:
+    flags = {"experiments": args.experiments, "seeds": args.seeds, "preset": args.preset, "baseline": args.baseline,
+             "out": args.out, "allow_unfair": args.allow_unfair}
+    flags = {k: v for k, v in flags.items() if v is not None}
+    if args.study:
+        study = load_study(args.study)
+        values = {**study.definition(), "out": study.out, **flags}
+        values["overrides"] = study.overrides + args.overrides
+        return Study(**values)
+    if not args.experiments:
+        raise StudyError("name a study file (gptlab study quick) or the experiments (--experiments baseline rope)")
+    return Study(overrides=args.overrides, **flags)
+
+
+def devices(parallel: bool) -> list[int | None]:
+    if not parallel:
+        return [None]
+    import torch
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        raise StudyError(f"--parallel puts one run on each GPU, and this machine has {count}; leave it out "
+                         f"to train the runs one after another")
+    return list(range(count))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_intermixed_args(sys.argv[1:] if argv is None else argv)
+    if args.study and "=" in args.study:  # an override, not a study file
+        args.overrides, args.study = [args.study, *args.overrides], None
+    from gptlab.study.runner import StudyRunner, write_definition
+    try:
+        study = resolve_study(args)
+        runs = plan(study)
+        slots = devices(args.parallel)
+    except (StudyError, ExperimentError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"study {study.name}: {len(study.experiments)} experiment(s) x {study.seeds} seed(s) = {len(runs)} runs, "
+          f"preset {study.preset}, baseline {study.baseline}, in {study.root}")
+    for name in study.experiments:
+        differs = next(r.differs for r in runs if r.experiment == name)
+        if name != study.baseline:
+            changes = ", ".join(f"{k.replace('_class', '')} {_short(a)} -> {_short(b)}" for k, (a, b) in differs.items())
+            print(f"  {name}: {changes or 'the same model as the baseline'}")
+    write_definition(study, runs)
+    code = StudyRunner(study, runs, slots, verbose=args.verbose).run()
+    if code == 3:
+        return code
+    from gptlab.reporting.report import write_report
+    try:
+        print(write_report([r.log_dir for r in runs], study.root, study.baseline))
+    except FileNotFoundError:
+        print("no run completed: no report")
+    except ModuleNotFoundError as e:
+        print(f"the figures need {e.name} (pip install -e \".[plot]\"); the table is in {study.root / 'report.md'}")
+    return code
+
+
+def _short(value) -> str:
+    return str(value).rsplit(".", 1)[-1]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

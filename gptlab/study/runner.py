@@ -1,0 +1,145 @@
+"""Running a study's plan: every run is a `train.py --resume auto` process of its own, so a
+run that is complete is skipped, an interrupted one continues exactly from its newest
+checkpoint, and killing the study and starting the same command again continues it.
+
+Placement. By default runs go one at a time, and each run takes every GPU of the machine
+(train.py relaunches itself under torchrun): results arrive in order, a stopped study
+loses at most one run's progress since its last checkpoint, and a run's numbers do not
+depend on how many GPUs it had (the data stream is a function of the step). With
+`parallel=True` runs go side by side, one per GPU (CUDA_VISIBLE_DEVICES): faster for small
+models, whose DDP communication would cost more than it saves.
+
+A run's console output goes to `console.txt` in its log directory (or to the terminal with
+`verbose`). SIGTERM or Ctrl-C stops the study: each live run is asked to stop and saves a
+checkpoint at its next step, and the study exits with status 3 once they have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from pathlib import Path
+
+from gptlab.files import atomic_write_text
+from gptlab.study.plan import PlannedRun, Study
+from gptlab.training.metrics import duration
+from gptlab.training.preemption import PREEMPTED_EXIT
+from gptlab.training.record import STUDY_ENV, read_record
+
+
+def write_definition(study: Study, runs: list[PlannedRun]) -> None:
+    """study.json in the study's directory: what the study is and where its runs live."""
+    study.root.mkdir(parents=True, exist_ok=True)
+    path = study.root / "study.json"
+    record = {**study.definition(), "runs": [{"experiment": r.experiment, "seed": r.seed,
+                                              "log_dir": str(r.log_dir.relative_to(study.root))} for r in runs]}
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+
+
+def command(study: Study, planned: PlannedRun, device: int | None) -> list[str]:
+    cmd = [sys.executable, "-m", "gptlab", "train", "--experiment", str(planned.run.experiment.path),
+           "--preset", study.preset, "--seed", str(planned.seed), "--log-dir", str(planned.log_dir),
+           "--resume", "auto", *study.overrides]
+    return cmd + ["--no-launch"] if device is not None else cmd
+
+
+class StudyRunner:
+    def __init__(self, study: Study, runs: list[PlannedRun], devices: list[int | None], verbose: bool = False):
+        self.study, self.runs, self.devices, self.verbose = study, runs, devices, verbose
+        self.live: dict[int | None, tuple[int, PlannedRun, subprocess.Popen, float]] = {}
+        self.stopping: str | None = None
+        self.failed: list[str] = []
+
+    def run(self) -> int:
+        """Train what is not complete; 0 when every run is, 3 when stopped, 1 when a run failed."""
+        todo = deque()
+        for i, planned in enumerate(self.runs, start=1):
+            record = read_record(planned.log_dir)
+            if record and record.get("status") == "complete":
+                print(f"[{i}/{len(self.runs)}] {planned.label}: complete, skipped ({_scores(record)})")
+            else:
+                todo.append((i, planned, record))
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while todo or self.live:
+                for device in self.devices:
+                    if device not in self.live and todo and not self.stopping:
+                        self._launch(device, *todo.popleft())
+                self._reap()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self.stopping:
+            print(f"study stopped by {self.stopping}; every run saved a checkpoint. The same command continues it")
+            return PREEMPTED_EXIT
+        if self.failed:
+            print(f"{len(self.failed)} run(s) did not complete: {', '.join(self.failed)}; see each console.txt. "
+                  f"The same command retries them and skips the complete ones")
+            return 1
+        return 0
+
+    def _launch(self, device: int | None, index: int, planned: PlannedRun, record: dict | None) -> None:
+        planned.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "GPTLAB_STATUS_FILE": str(planned.log_dir / ".exit_status"),
+               STUDY_ENV: json.dumps({"name": self.study.name, "baseline": self.study.baseline,
+                                      "differs": planned.differs, "unfair": planned.unfair})}
+        if device is not None:
+            env["CUDA_VISIBLE_DEVICES"] = str(device)
+        where = "" if device is None else f" on GPU {device}"
+        resume = f", continuing from step {record['step']}" if record and record.get("step") else ""
+        print(f"[{index}/{len(self.runs)}] {planned.label}: training{where}{resume} ({planned.log_dir})", flush=True)
+        (planned.log_dir / ".exit_status").unlink(missing_ok=True)
+        out = None if self.verbose else open(planned.log_dir / "console.txt", "a", encoding="utf-8")
+        try:  # its own session: a Ctrl-C reaches the study alone, which asks each run to stop once
+            process = subprocess.Popen(command(self.study, planned, device), env=env, stdout=out,
+                                       stderr=subprocess.STDOUT if out else None, start_new_session=True)
+        finally:
+            if out:
+                out.close()
+        self.live[device] = (index, planned, process, time.perf_counter())
+
+    def _reap(self) -> None:
+        time.sleep(0.2)
+        for device, (index, planned, process, started) in list(self.live.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del self.live[device]
+            status_file = planned.log_dir / ".exit_status"
+            outcome = status_file.read_text().strip() if status_file.is_file() else f"failed (exit status {code})"
+            head = f"[{index}/{len(self.runs)}] {planned.label}: {outcome}"
+            took = duration(time.perf_counter() - started)
+            if outcome == "complete":
+                print(f"{head} in {took} ({_scores(read_record(planned.log_dir) or {})})", flush=True)
+            elif outcome in ("preempted", "interrupted") and self.stopping:
+                print(f"{head} after {took}", flush=True)
+            else:
+                self.failed.append(planned.label)
+                print(f"{head} after {took}{_tail(planned.log_dir / 'console.txt')}", flush=True)
+
+    def _stop(self, signum, frame) -> None:
+        if self.stopping is None:
+            print(f"\n{signal.Signals(signum).name}: asking each run to save a checkpoint and stop; no new run "
+                  f"starts", flush=True)
+        self.stopping = signal.Signals(signum).name
+        for _, _, process, _ in self.live.values():
+            process.send_signal(signum)  # a second Ctrl-C stops a run at once, as in train.py
+
+
+def _scores(record: dict) -> str:
+    parts = [f"val {record['val_loss']:.4f}" if record.get("val_loss") is not None else "no val loss"]
+    if record.get("hellaswag_acc_norm") is not None:
+        parts.append(f"HellaSwag acc_norm {record['hellaswag_acc_norm']:.4f}")
+    return ", ".join(parts)
+
+
+def _tail(console: Path, lines: int = 6) -> str:
+    if not console.is_file():
+        return ""
+    text = console.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:]
+    return "; its last lines:\n    " + "\n    ".join(text) if text else ""

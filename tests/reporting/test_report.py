@@ -1,0 +1,89 @@
+import json
+
+import pytest
+
+from gptlab.reporting.report import main, write_report
+from tests.reporting.runs import fake_run
+
+STUDY = {"name": "s", "baseline": "baseline", "differs": {}, "unfair": []}
+
+
+def study_runs(root, finals: dict[str, list[float]], **kwargs):
+    for name, values in finals.items():
+        for i, final in enumerate(values):
+            fake_run(root / name / f"seed{1337 + i}", name, 1337 + i, vals=(10.8, 8.0, final),
+                     hellas=(0.25, 0.26, 0.30 if name == "baseline" else 0.31 + i / 100), status="complete",
+                     study=STUDY, **kwargs)
+
+
+def rows(text: str) -> dict[str, list[str]]:
+    table = [line for line in text.splitlines() if line.startswith("| ")][1:]
+    return {cells[0]: cells for cells in ([c.strip() for c in line.strip("|").split("|")] for line in table)}
+
+
+def test_a_clear_win_is_marked_significant_and_noise_is_not(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31, 3.29], "rope": [3.10, 3.11, 3.09], "alibi": [3.31, 3.28, 3.30]})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    table = rows(text)
+    assert table["baseline"][2] == "3.3000 ± 0.0100"
+    assert table["rope"][3].startswith("-0.2000 ± 0.0227 (p=0.000 **)")  # t(4) 2.776 x se 0.00816
+    assert "not significant" in table["alibi"][3]
+    assert table["rope"][1] == "1337, 1338, 1339" and table["rope"][6] == "1.00k" and table["rope"][9] == "512"
+    saved = json.loads((tmp_path / "report.json").read_text())
+    rope = next(r for r in saved[0]["rows"] if r["experiment"] == "rope")
+    assert rope["val_vs_baseline"]["mark"] == "**" and len(rope["runs"]) == 3
+    assert (tmp_path / "report.csv").read_text().count("\n") == 4 and (tmp_path / "report.md").is_file()
+
+
+def test_incomplete_runs_are_listed_never_averaged(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
+    fake_run(tmp_path / "rope" / "seed1339", "rope", 1339, vals=(10.8, 2.0), steps=30, status="stopped", study=STUDY)
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert table["rope"][2] == "3.1100 ± 0.0141"  # the stopped run's 2.0 is not in it
+    assert "seed 1339 stopped at step 30/50 (not averaged)" in table["rope"][-1]
+
+
+def test_one_seed_gives_a_difference_and_no_test(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30], "rope": [3.20]})
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert table["rope"][3] == "-0.1000 (one seed: no test)"
+
+
+def test_unfair_rows_say_so(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31]})
+    for i in range(2):
+        fake_run(tmp_path / "hot" / f"seed{1337 + i}", "hot", 1337 + i, vals=(10.8, 3.0 + i / 100), status="complete",
+                 study={**STUDY, "unfair": ["max_lr"]}, max_steps=25)
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert "UNFAIR: changes train.max_lr" in table["hot"][-1]
+
+
+def test_runs_of_different_setups_are_not_compared(tmp_path):
+    fake_run(tmp_path / "a", "baseline", vals=(10.8, 8.0, 7.0), status="complete")
+    fake_run(tmp_path / "b", "rope", vals=(10.8, 8.0, 7.0), status="complete", train={"max_lr": 1e-3})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    assert text.count("### ") == 2
+
+
+def test_the_baseline_card_applies_to_the_gpt2_recipe_only(tmp_path):
+    fake_run(tmp_path / "gpt2", "baseline", vals=(10.9, 3.5, 3.28), hellas=(0.25, 0.28, 0.30), preset="gpt2",
+             max_steps=19073, status="complete", steps=3, train={"eval_interval": 250})
+    text = write_report([tmp_path / "gpt2"], tmp_path, figures=False)
+    assert "OpenAI GPT-2 124M on the FineWeb-Edu val shard 3.2924; this baseline" in text
+    assert "OpenAI GPT-2 124M in lm-eval-harness 0.3114" in text and "GPT-3 124M (paper) 0.337" in text
+    study_runs(tmp_path / "smoke", {"baseline": [3.30]})
+    assert "apply to the GPT-2 124M recipe only" in write_report([tmp_path / "smoke"], tmp_path, figures=False)
+
+
+def test_the_figures_are_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
+    write_report([tmp_path], tmp_path)
+    assert (tmp_path / "study_curves.png").stat().st_size > 10_000 and (tmp_path / "study_deltas.png").is_file()
+
+
+def test_the_command_names_what_is_missing(tmp_path, capsys):
+    assert main([str(tmp_path / "nope")]) == 2
+    assert "no directory" in capsys.readouterr().err
+    assert main([str(tmp_path)]) == 2
+    assert "no runs (run.json or log.txt)" in capsys.readouterr().err

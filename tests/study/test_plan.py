@@ -1,0 +1,85 @@
+import pytest
+
+from gptlab.study.plan import FAIR_FIELDS, Study, StudyError, load_study, plan
+
+OVERRIDES = ["train.max_steps=4"]
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_runs_go_seed_by_seed_into_directories_named_by_seed(tmp_path):
+    runs = plan(Study(["rope", "baseline"], seeds=2, preset="smoke", overrides=OVERRIDES, out=str(tmp_path)))
+    assert [r.label for r in runs] == ["rope seed1337", "baseline seed1337", "rope seed1338", "baseline seed1338"]
+    assert runs[2].log_dir == tmp_path / "rope" / "seed1338"
+    assert all(r.run.train_config.seed == r.seed for r in runs)
+    assert runs[0].differs == {"position_encoding_class": ["gptlab.modules.position.LearnedPositionEncoding",
+                                                           "gptlab.modules.position.RoPE"]}
+    assert runs[1].differs == {} and runs[0].unfair == []
+
+
+def test_each_run_records_its_difference_from_the_baseline(tmp_path):
+    runs = plan(Study(["baseline", "gqa", "swiglu"], preset="smoke", overrides=OVERRIDES, out=str(tmp_path)))
+    by_name = {r.experiment: r.differs for r in runs}
+    assert by_name["gqa"] == {"model.n_kv_head": [0, 4], "attention_class": ["gptlab.modules.attention.BaseAttention",
+                                                                            "gptlab.modules.attention.GQAAttention"]}
+    assert set(by_name["swiglu"]) == {"mlp_class"}
+
+
+def test_an_experiment_that_changes_the_recipe_is_refused_naming_it_and_the_fields(tmp_path):
+    exp = write(tmp_path / "hot.py", "from gptlab import TrainingConfig\nfrom gptlab.modules import RoPE\n"
+                                     "POSITION_ENCODING_CLASS = RoPE\n"
+                                     "TRAINING_CONFIG = TrainingConfig(max_lr=1e-3, val_tokens=4096, seed=7, "
+                                     "micro_batch_size=32)\n")
+    study = Study(["baseline", exp], preset="gpt2", overrides=OVERRIDES, out=str(tmp_path / "runs"))
+    with pytest.raises(StudyError, match=r"hot.py changes train.max_lr \(0.0006 -> 0.001\)") as error:
+        plan(study)
+    message = str(error.value)
+    assert "--allow-unfair" in message and "Nothing was trained" in message
+    assert "seed" not in message.split("changes")[1] and "micro_batch_size" not in message  # free to differ
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_preset_and_overrides_apply_to_every_run_so_they_cannot_make_it_unfair(tmp_path):
+    exp = write(tmp_path / "lr.py", "from gptlab import TrainingConfig\nTRAINING_CONFIG = TrainingConfig(max_lr=1e-3)\n")
+    runs = plan(Study(["baseline", exp], preset="smoke", overrides=OVERRIDES + ["train.max_lr=2e-3"],
+                      out=str(tmp_path)))
+    assert all(r.run.train_config.max_lr == 2e-3 and not r.unfair for r in runs)
+
+
+def test_allow_unfair_trains_it_and_says_which_fields(tmp_path):
+    exp = write(tmp_path / "long.py", "from gptlab import TrainingConfig\n"
+                                      "TRAINING_CONFIG = TrainingConfig(warmup_steps=100)\n")
+    study = Study(["baseline", exp], preset="smoke", overrides=["train.max_steps=4"], out=str(tmp_path),
+                  allow_unfair=True)
+    # the smoke preset sets warmup_steps=5 after the file: the file's value is overridden, so still fair
+    assert all(not r.unfair for r in plan(study))
+    exp2 = write(tmp_path / "eval.py", "from gptlab import TrainingConfig\n"
+                                       "TRAINING_CONFIG = TrainingConfig(hellaswag_limit=10)\n")
+    runs = plan(Study(["baseline", exp2], preset="gpt2", overrides=["train.max_steps=4"], out=str(tmp_path),
+                      allow_unfair=True))
+    assert [r.unfair for r in runs] == [[], ["hellaswag_limit"]]
+
+
+def test_fair_fields_cover_data_tokens_schedule_batch_and_evaluation():
+    for name in ("data", "data_dir", "max_steps", "total_batch_size", "sequence_length", "max_lr", "warmup_steps",
+                 "val_tokens", "eval_interval", "hellaswag", "hellaswag_limit", "weight_decay"):
+        assert name in FAIR_FIELDS
+    assert "seed" not in FAIR_FIELDS and "micro_batch_size" not in FAIR_FIELDS
+
+
+def test_study_files_and_their_mistakes(tmp_path):
+    study = load_study("quick")
+    assert study.experiments == ["baseline", "rope", "alibi", "swiglu", "gqa", "mla"] and study.seeds == 2
+    assert study.root.parts[-2:] == ("log_train", "quick") and study.baseline == "baseline"
+    bad = write(tmp_path / "bad.py", "EXPERIMENTS = ['rope']\nSEED = 3\n")
+    with pytest.raises(StudyError, match="SEED is not a study setting; did you mean SEEDS"):
+        load_study(bad)
+    with pytest.raises(StudyError, match="no study named 'quik'; did you mean quick"):
+        load_study("quik")
+    with pytest.raises(StudyError, match="baseline 'gqa' is not among the experiments"):
+        Study(["rope", "alibi"], baseline="gqa")
+    with pytest.raises(StudyError, match="experiment 'ropee' of study study cannot run: no experiment named"):
+        plan(Study(["baseline", "ropee"], preset="smoke"))
