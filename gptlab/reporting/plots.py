@@ -1,7 +1,10 @@
 """Training curves from log.txt files: train/val loss and HellaSwag accuracy, one figure,
 several experiments overlaid.
 
-    python plot_training_log.py LOG [LOG ...] OUT.png [START]
+    python plot_training_log.py LOG|DIR [LOG|DIR ...] OUT.png [START]
+
+A directory stands for every log.txt under it (a run's, or a study's). A study's figures,
+with means and bands over seeds, come from `gptlab report`.
 """
 
 from __future__ import annotations
@@ -13,9 +16,19 @@ from gptlab.training.logger import read_log
 
 
 def label_of(log_path: Path) -> str:
-    """log_train/<experiment>/log/log.txt -> <experiment>."""
+    """log_train/<experiment>/log/log.txt -> <experiment>; .../<experiment>/seed<N>/log.txt -> <experiment>/seed<N>."""
     parent = log_path.parent
-    return parent.parent.name if parent.name == "log" else parent.name
+    if parent.name == "log":
+        return parent.parent.name
+    return f"{parent.parent.name}/{parent.name}" if parent.name.startswith("seed") else parent.name
+
+
+def expand(paths: list[str]) -> list[Path]:
+    """Log files, with each directory replaced by the log.txt files under it."""
+    logs = []
+    for p in map(Path, paths):
+        logs += sorted(p.rglob("log.txt")) if p.is_dir() else [p]
+    return logs
 
 
 def plot(logs: list[Path], out: Path, start: int = 1000) -> list[str]:
@@ -65,11 +78,13 @@ def main(argv: list[str]) -> int:
     start = 1000
     if argv[-1].lstrip("-").isdigit():
         start, argv = int(argv[-1]), argv[:-1]
-    *logs, out = argv
+    *given, out = argv
+    logs = expand(given)
     problems = []
-    missing = [p for p in logs if not Path(p).is_file()]
+    missing = [str(p) for p in logs if not p.is_file()] + [p for p in given if Path(p).is_dir() and not expand([p])]
     if missing or not logs:
-        problems.append(f"no log file at {', '.join(missing) or '(none given)'}; give log.txt paths then OUT.png")
+        problems.append(f"no log file at {', '.join(missing) or '(none given)'}; give log.txt paths or directories "
+                        f"holding them, then OUT.png")
     if start < 0:
         problems.append(f"START {start} is negative; give the first step to draw, 0 or more")
     if not Path(out).parent.is_dir():
@@ -77,7 +92,7 @@ def main(argv: list[str]) -> int:
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)
         return 2
-    for note in plot([Path(p) for p in logs], Path(out), start):
+    for note in plot(logs, Path(out), start):
         print(note)
     print(f"wrote {out}")
     return 0

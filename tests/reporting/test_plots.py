@@ -72,3 +72,16 @@ def test_plot_mistakes_are_one_error(tmp_path, monkeypatch, capsys, args, phrase
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and phrase in err
+
+
+def test_a_directory_stands_for_every_log_under_it(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    for name in ("baseline/seed1337", "baseline/seed1338", "rope/seed1337"):
+        (tmp_path / "study" / name).mkdir(parents=True)
+        (tmp_path / "study" / name / "log.txt").write_text(LOG)
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "study"), str(tmp_path / "out.png"), "0"]) == 0
+    assert (tmp_path / "out.png").is_file()
+    assert label_of(tmp_path / "study/rope/seed1337/log.txt") == "rope/seed1337"
+    assert main([str(tmp_path / "empty"), str(tmp_path / "out.png")]) == 2
+    assert "no log file at " + str(tmp_path / "empty") in capsys.readouterr().err
