@@ -153,7 +153,7 @@ def plan(study: Study) -> list[PlannedRun]:
     unfair = {name: unfair_fields(run, base) for name, run in first.items()}
     refused = {name: fields for name, fields in unfair.items() if fields}
     if refused and not study.allow_unfair:
-        lines = [f"{name} changes " + ", ".join(f"train.{f} ({getattr(base.train_config, f)!r} -> "
+        lines = [f"{first[name].experiment.name} changes " + ", ".join(f"train.{f} ({getattr(base.train_config, f)!r} -> "
                                                 f"{getattr(first[name].train_config, f)!r})" for f in fields)
                  for name, fields in refused.items()]
         raise StudyError("the study would not compare like with like: every run must have the same data, tokens, "

@@ -66,7 +66,7 @@ class StudyRunner:
                 todo.append((i, planned, record))
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            while todo or self.live:
+            while (todo and not self.stopping) or self.live:
                 for device in self.devices:
                     if device not in self.live and todo and not self.stopping:
                         self._launch(device, *todo.popleft())

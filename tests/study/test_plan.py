@@ -34,7 +34,7 @@ def test_an_experiment_that_changes_the_recipe_is_refused_naming_it_and_the_fiel
                                      "TRAINING_CONFIG = TrainingConfig(max_lr=1e-3, val_tokens=4096, seed=7, "
                                      "micro_batch_size=32)\n")
     study = Study(["baseline", exp], preset="gpt2", overrides=OVERRIDES, out=str(tmp_path / "runs"))
-    with pytest.raises(StudyError, match=r"hot.py changes train.max_lr \(0.0006 -> 0.001\)") as error:
+    with pytest.raises(StudyError, match=r"hot changes train.max_lr \(0.0006 -> 0.001\)") as error:
         plan(study)
     message = str(error.value)
     assert "--allow-unfair" in message and "Nothing was trained" in message

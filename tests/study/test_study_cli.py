@@ -1,0 +1,79 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from gptlab.paths import REPO_ROOT
+from gptlab.study.cli import main
+
+TINY = ["--preset", "smoke", "train.max_steps=6", "train.eval_interval=3", "train.hellaswag=false",
+        "train.num_samples=0"]
+
+
+def study(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "gptlab.study", *args], capture_output=True, text=True,
+                          cwd=REPO_ROOT, **kwargs)
+
+
+def test_an_unfair_study_is_refused_before_anything_trains(tmp_path, capsys):
+    exp = tmp_path / "hot.py"
+    exp.write_text("from gptlab import TrainingConfig\nTRAINING_CONFIG = TrainingConfig(hellaswag_limit=7)\n")
+    assert main(["--experiments", "baseline", str(exp), "--out", str(tmp_path / "runs"), "--preset", "gpt2"]) == 2
+    err = capsys.readouterr().err
+    assert "hot changes train.hellaswag_limit (0 -> 7)" in err and "--allow-unfair" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_study_needs_experiments_and_parallel_needs_gpus(tmp_path, capsys):
+    assert main(["--out", str(tmp_path)]) == 2
+    assert "name a study file" in capsys.readouterr().err
+    assert main(["--experiments", "baseline", "--parallel", "--out", str(tmp_path), *TINY]) == 2
+    assert "--parallel puts one run on each GPU" in capsys.readouterr().err
+
+
+@pytest.mark.long
+def test_a_study_trains_reports_and_skips_what_is_complete(tmp_path):
+    out = tmp_path / "study"
+    result = study("--experiments", "baseline", "rope", "--seeds", "2", "--out", str(out), *TINY)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count(": complete in ") == 4
+    table = [line for line in result.stdout.splitlines() if line.startswith("| rope")]
+    assert len(table) == 1 and "1337, 1338" in table[0] and "p=" in table[0]
+    for name in ("report.md", "report.csv", "report.json", "study_curves.png", "study_deltas.png", "study.json"):
+        assert (out / name).is_file(), name
+    record = json.loads((out / "rope" / "seed1338" / "run.json").read_text())
+    assert record["status"] == "complete" and record["seed"] == 1338
+    assert record["study"]["differs"]["position_encoding_class"][1].endswith("RoPE")
+    again = study("--experiments", "baseline", "rope", "--seeds", "2", "--out", str(out), *TINY)
+    assert again.returncode == 0 and again.stdout.count("complete, skipped") == 4
+
+
+@pytest.mark.long
+def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_path):
+    out = tmp_path / "study"
+    args = [sys.executable, "-m", "gptlab.study", "--experiments", "rope", "--seeds", "2", "--out", str(out), *TINY,
+            "train.max_steps=12"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = out / "rope" / "seed1337" / "log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "\n4 train" in log.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 3, stdout
+    assert "preempted" in stdout and "The same command continues it" in stdout
+    assert not (out / "rope" / "seed1338").exists()  # no new run started
+    result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "rope seed1337: training, continuing from step" in result.stdout
+    # the same run, never stopped
+    plain = tmp_path / "plain"
+    subprocess.run([sys.executable, "train.py", "--experiment", "rope", "--seed", "1337", "--log-dir", str(plain),
+                    *TINY, "train.max_steps=12"], cwd=REPO_ROOT, check=True, capture_output=True, env={**os.environ})
+    stopped = json.loads((out / "rope" / "seed1337" / "run.json").read_text())
+    uninterrupted = json.loads((plain / "run.json").read_text())
+    assert stopped["val_loss"] == uninterrupted["val_loss"] and stopped["status"] == "complete"
