@@ -48,6 +48,7 @@ class Evaluator:
         self.autocast = autocast or contextlib.nullcontext()
         self.forward = forward
         self.hellaswag_file, self.hellaswag_why = prepare_hellaswag(cfg, ctx)
+        self.hellaswag_examples = None  # rendered at the first evaluation (for the model's block size), then kept
 
     @torch.no_grad()
     def __call__(self, model, step: int) -> dict:
@@ -88,8 +89,11 @@ class Evaluator:
     def hellaswag(self, model) -> dict:
         if self.hellaswag_file is None:
             return {"hella": "skipped", "hella_why": self.hellaswag_why}
-        counts = hellaswag.score(model, self.hellaswag_file, gpt2_encoding().encode_ordinary, self.ctx.device,
-                                 self.ctx.rank, self.ctx.world_size, self.cfg.hellaswag_limit, self.autocast)
+        if self.hellaswag_examples is None:
+            self.hellaswag_examples = hellaswag.load(self.hellaswag_file, gpt2_encoding().encode_ordinary,
+                                                     model.config.block_size, self.cfg.hellaswag_limit)
+        counts = hellaswag.score_rendered(model, self.hellaswag_examples, self.ctx.device, self.ctx.rank,
+                                          self.ctx.world_size, self.autocast)
         n, correct, correct_norm = sum_over_ranks(torch.tensor(counts, device=self.ctx.device), self.ctx).tolist()
         return {"hella": correct_norm / max(1, n), "hella_acc": correct / max(1, n), "hella_correct": int(correct_norm),
                 "hella_n": int(n)}

@@ -4,6 +4,10 @@ Each example is a context and four endings. Every ending is scored by the model'
 per-token cross-entropy on the ending's tokens given the context; `acc` picks the ending
 with the lowest total loss, `acc_norm` the one with the lowest mean loss per token.
 The official validation file (10,042 examples) is downloaded once into data/hellaswag/.
+
+Examples are rendered once (`load`) and scored many to a forward pass: their 4 rows each
+are stacked and right-padded to the widest, which cannot change the logits of a causal
+model's real tokens, and the ending mask keeps the padding out of the loss.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from gptlab.paths import DATA_DIR
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 CACHE = DATA_DIR / "hellaswag" / "hellaswag_val.jsonl"
+MAX_TOKENS_PER_PASS = 16384  # rows x width of a pass: a quarter of training's 64 x 1024, so its logits fit
+Rendered = tuple[torch.Tensor, torch.Tensor, int]  # (tokens (4, L), mask (4, L) of the ending tokens, label)
 
 
 def fetch(path: Path = CACHE, url: str = URL, timeout: float = 20.0) -> tuple[Path | None, str]:
@@ -74,7 +80,7 @@ def examples(path: Path, limit: int = 0) -> Iterator[dict]:
             yield json.loads(line)
 
 
-def render(example: dict, encode, max_len: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+def render(example: dict, encode, max_len: int) -> Rendered:
     """(tokens (4, L), mask (4, L) of the ending tokens, label). The context is cut from
     the left when context + ending would not fit in max_len tokens."""
     ctx = encode(example["ctx"])
@@ -102,25 +108,56 @@ def ending_losses(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
     return total, total / mask[:, 1:].sum(dim=1)
 
 
+def load(path: Path, encode, max_len: int, limit: int = 0) -> list[Rendered]:
+    """The examples of path (the first `limit`, if given), each rendered for max_len tokens."""
+    return [render(example, encode, max_len) for example in examples(path, limit)]
+
+
+def collate(batch: list[Rendered]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens (4k, L), mask (4k, L)) of k rendered examples, right-padded to the widest."""
+    width = max(tokens.size(1) for tokens, _, _ in batch)
+    tokens = torch.cat([F.pad(tokens, (0, width - tokens.size(1))) for tokens, _, _ in batch])
+    mask = torch.cat([F.pad(mask, (0, width - mask.size(1))) for _, mask, _ in batch])
+    return tokens, mask
+
+
 @torch.no_grad()
-def score(model, path: Path, encode, device: str, rank: int = 0, world_size: int = 1, limit: int = 0,
-          autocast=None) -> tuple[int, int, int]:
-    """(examples, correct by total loss, correct by mean loss) over this rank's share: the
-    examples whose index i has i % world_size == rank. Every rank runs the same number of
-    forward passes (a short share is padded with an example that is not counted), so that a
-    sharded model's collectives line up."""
-    items = list(examples(path, limit))
-    n = correct = correct_norm = 0
-    block = model.config.block_size
-    for i in range(rank, rank + world_size * math.ceil(len(items) / world_size), world_size):
-        padding = i >= len(items)
-        tokens, mask, label = render(items[0] if padding else items[i], encode, block)
+def predictions(model, rendered: list[Rendered], device: str, rank: int = 0, world_size: int = 1, autocast=None,
+                batch_examples: int = 16) -> dict[int, tuple[int, int]]:
+    """{i: (ending of lowest total loss, ending of lowest mean loss)} for this rank's share of
+    rendered: the examples with i % world_size == rank, up to batch_examples of them per
+    forward pass (fewer when 4 rows of the widest example would pass MAX_TOKENS_PER_PASS).
+    Every rank runs the same number of forward passes (a short share is padded with passes
+    that are not counted), so that a sharded model's collectives line up."""
+    widest = max((tokens.size(1) for tokens, _, _ in rendered), default=1)
+    per_pass = max(1, min(batch_examples, MAX_TOKENS_PER_PASS // (4 * widest)))  # the same on every rank
+    passes = math.ceil(math.ceil(len(rendered) / world_size) / per_pass)
+    # widest first, so that rows of a pass have similar widths and a pass too big for memory fails at once
+    share = sorted(range(rank, len(rendered), world_size), key=lambda i: -rendered[i][0].size(1))
+    picks = {}
+    for p in range(passes):
+        batch = share[p * per_pass:(p + 1) * per_pass]
+        tokens, mask = (t.to(device) for t in collate([rendered[i] for i in batch or [0]]))
         with autocast or contextlib.nullcontext():
-            logits = model(tokens.to(device)).logits
-        if padding:
+            logits = model(tokens).logits
+        if not batch:
             continue
-        total, mean = ending_losses(logits, tokens.to(device), mask.to(device))
-        n += 1
-        correct += int(total.argmin().item() == label)
-        correct_norm += int(mean.argmin().item() == label)
-    return n, correct, correct_norm
+        total, mean = (losses.view(-1, 4).argmin(dim=1).tolist() for losses in ending_losses(logits, tokens, mask))
+        picks.update(zip(batch, zip(total, mean)))
+    return picks
+
+
+def score_rendered(model, rendered: list[Rendered], device: str, rank: int = 0, world_size: int = 1, autocast=None,
+                   batch_examples: int = 16) -> tuple[int, int, int]:
+    """(examples, correct by total loss, correct by mean loss) over this rank's share of rendered."""
+    picks = predictions(model, rendered, device, rank, world_size, autocast, batch_examples)
+    labels = {i: rendered[i][2] for i in picks}
+    return (len(picks), sum(by_total == labels[i] for i, (by_total, _) in picks.items()),
+            sum(by_mean == labels[i] for i, (_, by_mean) in picks.items()))
+
+
+def score(model, path: Path, encode, device: str, rank: int = 0, world_size: int = 1, limit: int = 0,
+          autocast=None, batch_examples: int = 16) -> tuple[int, int, int]:
+    """score_rendered over the examples of path (the first `limit`, if given)."""
+    return score_rendered(model, load(path, encode, model.config.block_size, limit), device, rank, world_size,
+                          autocast, batch_examples)

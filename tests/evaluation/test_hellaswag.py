@@ -1,4 +1,5 @@
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -7,11 +8,14 @@ import pytest
 import torch
 
 from gptlab import load_model
+from gptlab.core.config import TrainingConfig
 from gptlab.paths import REPO_ROOT
+from gptlab.training.distributed import Dist
 from gptlab.training.logger import read_log
 
 from gptlab.data.tokenizer import gpt2_encoding
 from gptlab.evaluation import hellaswag
+from gptlab.evaluation.evaluator import Evaluator
 from tests.conftest import tiny_model
 
 EXAMPLES = [
@@ -23,24 +27,44 @@ EXAMPLES = [
 ]
 
 
-def hand_scores(model, examples) -> tuple[int, int, int]:
+def hand_choices(model, example: dict, encode) -> tuple[int, int]:
+    """(ending of lowest total loss, ending of lowest mean loss), one ending per forward pass. A
+    context that does not fit in the block is cut from the left; an ending that does not keeps its start."""
+    block = model.config.block_size
+    ctx = encode(example["ctx"])
+    totals, means = [], []
+    for ending in example["endings"]:
+        end = encode(" " + ending)[:block]
+        row = (ctx + end)[-block:]
+        logp = torch.log_softmax(model(torch.tensor([row])).logits[0].float(), dim=-1)
+        # -log p(ending token | everything before it), one token at a time; the first token of a row has no loss
+        nll = [-logp[p - 1, row[p]].item() for p in range(max(1, len(row) - len(end)), len(row))]
+        totals.append(sum(nll))
+        means.append(sum(nll) / len(nll))
+    return min(range(4), key=totals.__getitem__), min(range(4), key=means.__getitem__)
+
+
+def hand_scores(model, examples, encode=None) -> tuple[int, int, int]:
     """(examples, correct by total loss, correct by mean loss), one ending at a time."""
-    enc = gpt2_encoding()
-    hand_acc = hand_norm = 0
-    for ex in examples:
-        ctx = enc.encode_ordinary(ex["ctx"])
-        totals, means = [], []
-        for ending in ex["endings"]:
-            end = enc.encode_ordinary(" " + ending)
-            logits, _ = model(torch.tensor([ctx + end]))
-            logp = torch.log_softmax(logits[0].float(), dim=-1)
-            # -log p(ending token j | everything before it), one token at a time
-            nll = [-logp[len(ctx) + j - 1, tok].item() for j, tok in enumerate(end)]
-            totals.append(sum(nll))
-            means.append(sum(nll) / len(nll))
-        hand_acc += min(range(4), key=totals.__getitem__) == ex["label"]
-        hand_norm += min(range(4), key=means.__getitem__) == ex["label"]
-    return len(examples), hand_acc, hand_norm
+    choices = [hand_choices(model, ex, encode or gpt2_encoding().encode_ordinary) for ex in examples]
+    return (len(examples), sum(by_total == ex["label"] for (by_total, _), ex in zip(choices, examples)),
+            sum(by_mean == ex["label"] for (_, by_mean), ex in zip(choices, examples)))
+
+
+def char_encode(text: str) -> list[int]:
+    return [ord(c) - 32 for c in text]  # printable ASCII to ids 0-94, inside the tiny model's vocab of 97
+
+
+def synthetic_examples(n: int, seed: int = 0) -> list[dict]:
+    """Contexts of 1-40 characters and endings of 1-16, every eighth example's of 1-40: in a block
+    of 32, some fit whole, some lose the start of their context, some endings fill the block."""
+    rng = random.Random(seed)
+
+    def text(longest: int) -> str:
+        return "".join(rng.choice("abcdefgh ") for _ in range(rng.randint(1, longest)))
+
+    return [{"ctx": text(40), "label": rng.randrange(4), "endings": [text(40 if i % 8 == 0 else 16) for _ in range(4)]}
+            for i in range(n)]
 
 
 def test_hellaswag_scores_match_a_hand_computation(tmp_path):
@@ -111,9 +135,14 @@ def test_hellaswag_in_a_two_process_run_scores_every_example_once(tmp_path):
     assert_logged_hellaswag_is_the_hand_computation(run_with_hellaswag(tmp_path, launcher))
 
 
-def test_uneven_shares_run_the_same_number_of_forward_passes(tmp_path):
+@pytest.mark.parametrize("copies, batch_examples, counts, passes", [
+    (3, 1, [3, 2, 2, 2], 3),  # 9 examples, one per pass
+    (3, 2, [3, 2, 2, 2], 2),  # ranks 1-3 pad their share with a pass
+    (1, 16, [1, 1, 1, 0], 1),  # 3 examples: rank 3 has none and still runs a pass
+])
+def test_uneven_shares_run_the_same_number_of_forward_passes(tmp_path, copies, batch_examples, counts, passes):
     path = tmp_path / "hs.jsonl"
-    path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES * 3))
+    path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES * copies))
     calls = []
 
     class Counting(torch.nn.Module):  # counts the forward passes a rank makes
@@ -126,8 +155,42 @@ def test_uneven_shares_run_the_same_number_of_forward_passes(tmp_path):
             return self.model(idx)
 
     model = Counting(tiny_model("baseline", vocab_size=50304, block_size=64).eval())
-    counts = []
+    scored = []
     for rank in range(4):
         calls.append(0)
-        counts.append(hellaswag.score(model, path, gpt2_encoding().encode_ordinary, "cpu", rank=rank, world_size=4)[0])
-    assert counts == [3, 2, 2, 2] and calls == [3, 3, 3, 3]
+        scored.append(hellaswag.score(model, path, gpt2_encoding().encode_ordinary, "cpu", rank=rank, world_size=4,
+                                      batch_examples=batch_examples)[0])
+    assert scored == counts and calls == [passes] * 4
+
+
+@pytest.mark.parametrize("name, world_size, batch_examples", [
+    ("baseline", 1, 16), ("baseline", 3, 4), ("rope", 2, 5), ("alibi", 1, 7)])
+def test_batched_scoring_picks_the_endings_of_one_at_a_time_scoring(tmp_path, name, world_size, batch_examples):
+    examples = synthetic_examples(40)
+    path = tmp_path / "hs.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in examples))
+    model = tiny_model(name).eval()
+    rendered = hellaswag.load(path, char_encode, model.config.block_size)
+    assert model.config.block_size == 32 and min(tokens.size(1) for tokens, _, _ in rendered) < 32
+    assert any(len(ex["ctx"]) + 1 + len(min(ex["endings"], key=len)) > 32 for ex in examples)  # contexts are cut
+    assert any(len(" " + ending) > 32 for ex in examples for ending in ex["endings"])  # an ending fills the block
+    picks = {}
+    for rank in range(world_size):
+        share = hellaswag.predictions(model, rendered, "cpu", rank, world_size, batch_examples=batch_examples)
+        assert sorted(share) == list(range(rank, len(examples), world_size))
+        picks.update(share)
+    assert picks == {i: hand_choices(model, ex, char_encode) for i, ex in enumerate(examples)}
+    counts = [hellaswag.score(model, path, char_encode, "cpu", rank, world_size, batch_examples=batch_examples)
+              for rank in range(world_size)]
+    assert tuple(map(sum, zip(*counts))) == hand_scores(model, examples, char_encode)
+
+
+def test_the_evaluator_reads_the_hellaswag_file_once(tmp_path):
+    path = tmp_path / "hs.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES * 3))
+    model = tiny_model("baseline", vocab_size=50304, block_size=64).eval()
+    evaluator = Evaluator(TrainingConfig(hellaswag_file=str(path)), val=None, ctx=Dist())  # val: not used here
+    first = evaluator.hellaswag(model)
+    assert (first["hella_n"], first["hella_correct"]) == (9, hand_scores(model, EXAMPLES * 3)[2])
+    path.write_text(json.dumps(EXAMPLES[0]) + "\n")  # a change after the first evaluation is not read again
+    assert evaluator.hellaswag(model) == first
