@@ -83,3 +83,9 @@ def test_study_files_and_their_mistakes(tmp_path):
         Study(["rope", "alibi"], baseline="gqa")
     with pytest.raises(StudyError, match="experiment 'ropee' of study study cannot run: no experiment named"):
         plan(Study(["baseline", "ropee"], preset="smoke"))
+
+
+def test_the_readme_study_plans_twelve_fair_runs():
+    runs = plan(load_study("quick"))
+    assert len(runs) == 12 and not any(r.unfair for r in runs)
+    assert {r.run.preset for r in runs} == {"smoke"} and {r.seed for r in runs} == {1337, 1338}
