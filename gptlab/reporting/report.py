@@ -147,7 +147,7 @@ def _mean_std(runs: list[dict], key: str) -> tuple | None:
     return mean_std(values) if values else None
 
 
-def _typical(runs: list[dict], key: str) -> float | None:
+def _mean(runs: list[dict], key: str) -> float | None:
     values = _values(runs, key)
     return statistics.fmean(values) if values else None
 
@@ -193,7 +193,7 @@ def row_cells(row: Row, base: Row) -> list[str]:
         notes.append(f"seed {r.get('seed')} {r.get('status')} at step {r.get('step')}/{r.get('max_steps')}"
                      f" (not averaged)")
     steps = sorted({f"{r.get('step')}/{r.get('max_steps')}" for r in runs}) or ["-"]
-    mfu = _typical(runs, "mfu")
+    mfu = _mean(runs, "mfu")
     return [
         row.experiment + (" (baseline)" if row is base and row.experiment != "baseline" else ""),
         ", ".join(str(r.get("seed")) for r in runs) or "none complete",
@@ -204,7 +204,7 @@ def row_cells(row: Row, base: Row) -> list[str]:
                                       _values(base.complete, "hellaswag_acc_norm")),
         _si(first.get("params")), _si(first.get("params_non_embedding")), _si(first.get("flops_per_token")),
         f"{first['kv_cache_bytes_per_token']:,}" if first.get("kv_cache_bytes_per_token") else "-",
-        f"{_typical(runs, 'tok_per_sec'):,.0f}" if _typical(runs, "tok_per_sec") else "-",
+        f"{_mean(runs, 'tok_per_sec'):,.0f}" if _mean(runs, "tok_per_sec") else "-",
         f"{mfu:.1f}%" if mfu is not None else "-",
         ", ".join(steps),
         _lengths(runs),
