@@ -49,10 +49,6 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
         description = embedded.describe(splits)
         if train.data == "auto":
             description += f" (no prepared data in {data_dir})"
-    available = sum(len(s) for s in val_shards) - 1
-    if train.val_tokens > available:
-        raise DataError(f"train.val_tokens={train.val_tokens:,} but the validation data ({', '.join(val_names)}) holds "
-                        f"{available:,} tokens to score; lower train.val_tokens")
     try:
         train_loader = TokenLoader(train_shards, B, T, rank, world_size, accum, name="train data", vocab_size=vocab_size)
         # every rank reads the whole validation stream and scores its share of the batches
@@ -66,6 +62,10 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
                         f"`pip install -e \".[data]\" && python -m gptlab.data.fineweb` (10B tokens), or on a CPU "
                         f"train the same experiment small: --preset smoke (a minute) or --preset small "
                         f"(a few minutes)") from None
+    available = sum(len(s) for s in val_shards) - 1
+    if train.val_tokens > available:
+        raise DataError(f"train.val_tokens={train.val_tokens:,} but the validation data ({', '.join(val_names)}) holds "
+                        f"{available:,} tokens to score; lower train.val_tokens")
     return Data(train=train_loader, val=val_loader, description=description,
                 fingerprint=fingerprint({"train": (train_names, train_shards), "val": (val_names, val_shards)}))
 

@@ -108,13 +108,16 @@ class GPT(nn.Module):
     def forward(self, idx: Tensor, targets: Tensor | None = None,
                 caches: list[KVCache] | None = None) -> ModelOutput:
         """idx, targets: (B, T) token ids; targets -1 are ignored. With `caches` (one per
-        layer), idx continues the cached sequence at its absolute positions."""
+        layer), idx continues the cached sequence at its absolute positions. A sequence may be
+        longer than block_size where the position encoding is defined for it (not learned)."""
         T = idx.size(1)
         start = caches[0].length if caches else 0
-        if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens is longer than block_size={self.config.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
         pos_enc = self.transformer.wpe
+        problem = pos_enc.length_problem(self.config, start + T)
+        if problem:
+            raise ValueError(f"a sequence of {start + T} tokens: {problem}")
+        pos_enc.extend(start + T)
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.transformer.drop(pos_enc(self.transformer.wte(idx), pos))
         extras: list[Extras] = []
         for i, block in enumerate(self.transformer.h):
@@ -127,21 +130,26 @@ class GPT(nn.Module):
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return ModelOutput(logits, ce + sum(losses.values()) if losses else ce, ce, losses, metrics)
 
-    def new_caches(self) -> list[KVCache]:
-        return [KVCache(self.config.block_size) for _ in self.transformer.h]
+    def new_caches(self, capacity: int | None = None) -> list[KVCache]:
+        """One empty KVCache per layer, for `capacity` positions (default block_size); they grow when full."""
+        return [KVCache(capacity or self.config.block_size) for _ in self.transformer.h]
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Continue idx (B, T) by max_new_tokens tokens with the KV cache; temperature 0 is
-        greedy. The whole sequence must fit in block_size: longer requests are refused."""
+        greedy. Past block_size, an encoding without a length limit (sinusoidal, RoPE, ALiBi,
+        none) keeps going: the cache grows and every new token attends over the whole context,
+        longer than any seen in training (no sliding window, no truncation). Learned positions
+        are not defined there: such a request is refused."""
         total = idx.size(1) + max_new_tokens
-        if total > self.config.block_size:
-            raise ValueError(f"prompt ({idx.size(1)} tokens) + max_new_tokens ({max_new_tokens}) = {total} "
-                             f"exceeds block_size={self.config.block_size}; shorten one of them")
+        problem = self.transformer.wpe.length_problem(self.config, total)
+        if problem:
+            raise ValueError(f"prompt ({idx.size(1)} tokens) + max_new_tokens ({max_new_tokens}) = {total} tokens: "
+                             f"{problem}; shorten one of them")
         was_training = self.training
         self.eval()
-        caches = self.new_caches()
+        caches = self.new_caches(total)
         logits = self(idx, caches=caches).logits
         for step in range(max_new_tokens):
             next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)

@@ -21,22 +21,26 @@ from gptlab.modules.position import PositionEncoding
 class KVCache:
     """What one attention layer keeps of past tokens, for generation.
 
-    Holds any tensors with time on dim -2 (K/V for MHA/GQA, the latent for MLA),
-    pre-allocated to `max_len` positions on the first `append`.
+    Holds any tensors with time on dim -2 (K/V for MHA/GQA, the latent for MLA), allocated
+    for `capacity` positions on the first `append` and doubled whenever they are full, so a
+    sequence may run past block_size when the position encoding allows it.
     """
 
-    def __init__(self, max_len: int):
-        self.max_len = max_len
+    def __init__(self, capacity: int):
+        self.capacity = capacity
         self.length = 0
         self.buffers: list[Tensor] = []
 
     def append(self, *new: Tensor) -> tuple[Tensor, ...]:
         """Store the new entries after the cached ones; return all entries so far."""
         t = new[0].size(-2)
-        if self.length + t > self.max_len:
-            raise ValueError(f"KV cache holds {self.max_len} positions; cannot add {t} after {self.length}")
+        if self.length + t > self.capacity:  # full: double, keeping what is cached
+            self.capacity = max(self.length + t, 2 * self.capacity)
+            free = self.capacity - self.length
+            self.buffers = [torch.cat([b[..., :self.length, :], b.new_zeros(*b.shape[:-2], free, b.size(-1))], dim=-2)
+                            for b in self.buffers]
         if not self.buffers:
-            self.buffers = [x.new_zeros(*x.shape[:-2], self.max_len, x.size(-1)) for x in new]
+            self.buffers = [x.new_zeros(*x.shape[:-2], self.capacity, x.size(-1)) for x in new]
         for buffer, x in zip(self.buffers, new):
             buffer[..., self.length:self.length + t, :] = x
         self.length += t
@@ -44,7 +48,7 @@ class KVCache:
 
     def bytes_per_token(self) -> int:
         """Cache bytes one token costs this layer, per sequence."""
-        return sum(b[0].numel() // self.max_len * b.element_size() for b in self.buffers)
+        return sum(b[0].numel() // self.capacity * b.element_size() for b in self.buffers)
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, pos_enc: PositionEncoding, q_pos: Tensor,

@@ -6,6 +6,12 @@ One interface, one channel: the model owns a single `PositionEncoding` and
   (RoPE) and adds `pos_enc.score_bias(q_pos, k_pos)` to the attention scores (ALiBi).
 `pos` are absolute token positions, so cached generation sees the same encoding as a
 full forward pass. Every hook defaults to "no effect".
+
+An encoding owns its length limit: `max_positions(config)` is the longest sequence it is
+defined for (learned positions: block_size), or None for no limit. Before each forward pass
+the model calls `extend(n)` with the sequence's end, a plain int (no device sync), and the
+unbounded encodings with tables (sinusoidal, RoPE) grow them on demand; the rows below
+block_size stay bitwise what they were.
 """
 
 from __future__ import annotations
@@ -35,6 +41,23 @@ class PositionEncoding(nn.Module):
         """Every reason this encoding cannot be built from config, one sentence each."""
         return []
 
+    @classmethod
+    def max_positions(cls, config: GPTConfig) -> int | None:
+        """The longest sequence this encoding is defined for; None: any length. A subclass
+        with a trained table of block_size rows returns block_size."""
+        return None
+
+    @classmethod
+    def length_problem(cls, config: GPTConfig, n_positions: int) -> str | None:
+        """Why a sequence of n_positions tokens cannot be encoded, or None when it can."""
+        limit = cls.max_positions(config)
+        if limit is None or n_positions <= limit:
+            return None
+        return f"{cls.__name__} is not defined past {limit} positions; use sequences of at most {limit} tokens"
+
+    def extend(self, n_positions: int) -> None:
+        """Make the encoding cover positions 0..n_positions-1; tables grow here."""
+
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         """x: (B, T, C) token embeddings at positions pos: (T,)."""
         return x
@@ -56,6 +79,18 @@ class LearnedPositionEncoding(PositionEncoding):
         self.weight = nn.Parameter(torch.empty(config.block_size, config.n_embd))
         nn.init.normal_(self.weight, mean=0.0, std=0.02)
 
+    @classmethod
+    def max_positions(cls, config: GPTConfig) -> int:
+        return config.block_size
+
+    @classmethod
+    def length_problem(cls, config: GPTConfig, n_positions: int) -> str | None:
+        if n_positions <= config.block_size:
+            return None
+        return (f"learned positions are not defined past block_size={config.block_size}: wpe holds a trained "
+                f"vector for positions 0..{config.block_size - 1} only; use at most {config.block_size} tokens, or "
+                f"a position encoding that extrapolates (SinusoidalPositionalEncoding, RoPE, ALiBi)")
+
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
         return x + self.weight[pos]
 
@@ -71,15 +106,38 @@ def sinusoid_table(n_pos: int, dim: int) -> Tensor:
     return table.float()
 
 
+def grown(table: Tensor, n_positions: int, make) -> Tensor | None:
+    """The fixed table (rows = positions) made at least twice as long to cover n_positions,
+    or None when it covers them already. Its rows are kept as they are; the new ones are
+    computed as at construction by `make(n)` (the first n rows, on the CPU, in float64 then
+    cast to float32)."""
+    if n_positions <= table.size(0):
+        return None
+    new_rows = make(max(n_positions, 2 * table.size(0)))[table.size(0):]
+    return torch.cat([table, new_rows.to(device=table.device, dtype=table.dtype)])
+
+
 class SinusoidalPositionalEncoding(PositionEncoding):
-    """Fixed sinusoidal encoding added to the token embeddings (Vaswani et al. 2017)."""
+    """Fixed sinusoidal encoding added to the token embeddings ("Attention Is All You Need",
+    Vaswani et al. 2017, §3.5), with the token embeddings multiplied by sqrt(n_embd) first as
+    the paper does (§3.4). Without that scale the table (entries of size ~1) is ~35x GPT-2's
+    initial embeddings (std 0.02) and drowns the tokens; with it, tokens and positions enter
+    at comparable size (rms 0.55 and 0.71 at n_embd=768), in a residual stream ~30x larger
+    than the baseline's. The tied lm_head is not scaled. The table grows on demand: no
+    length limit."""
 
     def __init__(self, config: GPTConfig, rotary_dim: int):
         super().__init__(config, rotary_dim)
+        self.scale = math.sqrt(config.n_embd)
         self.register_buffer("table", sinusoid_table(config.block_size, config.n_embd), persistent=False)
 
+    def extend(self, n_positions: int) -> None:
+        table = grown(self.table, n_positions, lambda n: sinusoid_table(n, self.table.size(1)))
+        if table is not None:
+            self.table = table
+
     def forward(self, x: Tensor, pos: Tensor) -> Tensor:
-        return x + self.table[pos].to(x.dtype)
+        return x * self.scale + self.table[pos].to(x.dtype)
 
 
 class RoPE(PositionEncoding):
@@ -101,10 +159,19 @@ class RoPE(PositionEncoding):
 
     def __init__(self, config: GPTConfig, rotary_dim: int):
         super().__init__(config, rotary_dim)
-        inv_freq = config.rope_theta ** (-torch.arange(0, rotary_dim, 2, dtype=torch.float64) / rotary_dim)
-        angles = torch.outer(torch.arange(config.block_size, dtype=torch.float64), inv_freq)
-        self.register_buffer("cos", angles.cos().float(), persistent=False)
-        self.register_buffer("sin", angles.sin().float(), persistent=False)
+        self.theta, self.rotary_dim = config.rope_theta, rotary_dim
+        self.register_buffer("cos", self.angles(config.block_size).cos().float(), persistent=False)
+        self.register_buffer("sin", self.angles(config.block_size).sin().float(), persistent=False)
+
+    def angles(self, n_positions: int) -> Tensor:
+        """pos * theta^(-2i/d) for pos < n_positions, in float64: (n_positions, d/2)."""
+        inv_freq = self.theta ** (-torch.arange(0, self.rotary_dim, 2, dtype=torch.float64) / self.rotary_dim)
+        return torch.outer(torch.arange(n_positions, dtype=torch.float64), inv_freq)
+
+    def extend(self, n_positions: int) -> None:
+        cos = grown(self.cos, n_positions, lambda n: self.angles(n).cos().float())
+        if cos is not None:
+            self.cos, self.sin = cos, grown(self.sin, n_positions, lambda n: self.angles(n).sin().float())
 
     def rotate(self, x: Tensor, pos: Tensor) -> Tensor:
         cos, sin = self.cos[pos], self.sin[pos]  # (T, D/2)
@@ -128,7 +195,8 @@ def alibi_slopes(n_head: int) -> Tensor:
 
 class ALiBi(PositionEncoding):
     """Attention with Linear Biases: head h adds -slope_h * (i - j) to the score of query i
-    on key j; no position information enters the embeddings (Press et al. 2022)."""
+    on key j; no position information enters the embeddings (Press et al. 2022). The bias is
+    computed from the positions: no table, no length limit."""
 
     def __init__(self, config: GPTConfig, rotary_dim: int):
         super().__init__(config, rotary_dim)

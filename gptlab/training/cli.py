@@ -209,15 +209,16 @@ def inference(args: argparse.Namespace) -> None:
     state = ckpt.load_checkpoint(args.inference)
     model = ckpt.model_from_state(state)
     prompt = gpt2_encoding().encode(args.prompt, allowed_special={"<|endoftext|>"})
-    block = model.config.block_size
     problems = []
     if not prompt:
         problems.append("--prompt is empty; give the text to continue")
     if args.max_new_tokens < 1:
         problems.append(f"--max-new-tokens {args.max_new_tokens}: give at least 1")
-    elif len(prompt) + args.max_new_tokens > block:
-        problems.append(f"the prompt ({len(prompt)} tokens) + --max-new-tokens {args.max_new_tokens} is longer than "
-                        f"the model's block_size={block}; shorten one of them")
+    else:  # past block_size only where the position encoding is defined there
+        too_long = model.transformer.wpe.length_problem(model.config, len(prompt) + args.max_new_tokens)
+        if too_long:
+            problems.append(f"the prompt ({len(prompt)} tokens) + --max-new-tokens {args.max_new_tokens}: {too_long}; "
+                            f"shorten one of them")
     if args.num_samples < 1:
         problems.append(f"--num-samples {args.num_samples}: give at least 1")
     if not (math.isfinite(args.temperature) and args.temperature >= 0):

@@ -28,3 +28,11 @@ def test_validation_scores_the_same_tokens_whatever_the_micro_batch(B):
     evaluator = Evaluator(cfg, TokenLoader([tokens], B, 32, name="val"), Dist())
     with torch.no_grad():
         assert evaluator.val_loss(model) == pytest.approx(by_hand(model, tokens, 640, 32), abs=1e-5)
+
+
+def test_more_validation_tokens_than_the_split_holds_is_refused():
+    from gptlab.data.shards import DataError
+    from gptlab.data.sources import open_data
+    cfg = TrainingConfig(data="embedded", val_tokens=10_000_000, sequence_length=64)
+    with pytest.raises(DataError, match=r"train.val_tokens=10,000,000 but the validation data \(embedded val\) holds"):
+        open_data(cfg, 8, 64)

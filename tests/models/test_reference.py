@@ -140,13 +140,13 @@ def reference_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
     x = model.transformer.wte.weight[idx]
     if position == "LearnedPositionEncoding":
         x = x + model.transformer.wpe.weight[:T]
-    if position == "SinusoidalPositionalEncoding":  # Vaswani et al. 2017 §3.5
+    if position == "SinusoidalPositionalEncoding":  # Vaswani et al. 2017
         table = torch.zeros(T, config.n_embd, dtype=torch.float64)
-        for p in range(T):
+        for p in range(T):  # §3.5: PE(p, 2i) = sin(p / 10000^(2i/d_model)), PE(p, 2i+1) = cos(...)
             for i in range(0, config.n_embd, 2):
                 table[p, i] = math.sin(p / 10000 ** (i / config.n_embd))
                 table[p, i + 1] = math.cos(p / 10000 ** (i / config.n_embd))
-        x = x + table
+        x = x * math.sqrt(config.n_embd) + table  # §3.4: "we multiply those weights by sqrt(d_model)"
     for block in model.transformer.h:
         attention = mla if type(block.attn).__name__ == "MLAAttention" else mha
         x = x + attention(layer_norm(x, block.ln_1), block.attn, position, config.n_head)
@@ -189,6 +189,34 @@ def test_cached_generation_logits_equal_the_reference(name):
     steps = [model(idx[:, :5], caches=caches).logits] + [model(idx[:, t:t + 1], caches=caches).logits
                                                           for t in range(5, 16)]
     torch.testing.assert_close(torch.cat(steps, dim=1)[0], reference_logits(model, idx[0]), **CLOSE)
+
+
+UNBOUNDED = ["rope", "alibi", "sine"]  # the shipped encodings without a length limit (block_size is 24)
+
+
+@pytest.mark.parametrize("name", UNBOUNDED)
+def test_model_past_block_size_equals_the_reference_forward_pass(name):
+    model = model_of(name)
+    idx = torch.randint(0, SIZE["vocab_size"], (2, 3 * SIZE["block_size"]))
+    logits = model(idx).logits
+    for b in range(2):
+        torch.testing.assert_close(logits[b], reference_logits(model, idx[b]), **CLOSE)
+
+
+@pytest.mark.parametrize("name", UNBOUNDED)
+def test_cached_generation_past_block_size_equals_the_reference(name):
+    model = model_of(name)
+    idx = torch.randint(0, SIZE["vocab_size"], (1, 2 * SIZE["block_size"] + 5))
+    caches = model.new_caches()
+    steps = [model(idx[:, :10], caches=caches).logits] + [model(idx[:, t:t + 1], caches=caches).logits
+                                                           for t in range(10, idx.size(1))]
+    torch.testing.assert_close(torch.cat(steps, dim=1)[0], reference_logits(model, idx[0]), **CLOSE)
+
+
+def test_no_position_encoding_past_block_size_equals_the_reference():
+    model = twin_without_positions(model_of("baseline"))
+    idx = torch.randint(0, SIZE["vocab_size"], (1, 3 * SIZE["block_size"]))
+    torch.testing.assert_close(model(idx).logits[0], reference_logits(model, idx[0]), **CLOSE)
 
 
 def twin_without_positions(model: GPT) -> GPT:

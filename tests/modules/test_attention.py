@@ -106,6 +106,27 @@ def test_mha_cached_equals_uncached_with_a_multi_token_continuation():
         torch.testing.assert_close(torch.cat(parts, dim=1), attn(x, pe, torch.arange(12)), atol=1e-5, rtol=1e-5)
 
 
+def test_kv_cache_grows_when_full_and_keeps_every_entry():
+    cache = KVCache(4)
+    entries = [torch.randn(2, 3, t, 5) for t in (3, 1, 1, 6, 1)]  # past 4, then past 8 in one append
+    for i, new in enumerate(entries):
+        (held,) = cache.append(new)
+        torch.testing.assert_close(held, torch.cat(entries[:i + 1], dim=2), rtol=0, atol=0)
+    assert cache.length == 12 and cache.capacity == 16 and cache.buffers[0].shape == (2, 3, 16, 5)
+    assert cache.bytes_per_token() == 3 * 5 * 4
+
+
+def test_cached_attention_past_the_cache_capacity_equals_uncached():
+    torch.manual_seed(0)
+    attn, x = BaseAttention(CONFIG), torch.randn(2, 40, 32)  # CONFIG.block_size is 16
+    for pe in (RoPE(CONFIG, 8), ALiBi(CONFIG, 8), PositionEncoding(CONFIG, 8)):
+        pe.extend(40)
+        cache = KVCache(CONFIG.block_size)
+        parts = [attn(x[:, :10], pe, torch.arange(10), cache)]
+        parts += [attn(x[:, t:t + 1], pe, torch.arange(t, t + 1), cache) for t in range(10, 40)]
+        torch.testing.assert_close(torch.cat(parts, dim=1), attn(x, pe, torch.arange(40)), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("q_lora_rank", [0, 8])
 def test_mla_latent_norms_use_deepseek_v2_eps(q_lora_rank):
     """DeepSeek-V2 normalises its latents with eps 1e-6; on a latent of rms 1e-3 the eps decides the result."""

@@ -1,9 +1,11 @@
 import math
 
+import pytest
 import torch
 
-from gptlab import GPTConfig
-from gptlab.modules.position import ALiBi, RoPE, SinusoidalPositionalEncoding, alibi_slopes
+from gptlab import GPTConfig, build_model, load_experiment
+from gptlab.modules.position import (ALiBi, LearnedPositionEncoding, PositionEncoding, RoPE,
+                                     SinusoidalPositionalEncoding, alibi_slopes)
 
 
 def test_sinusoidal_equals_attention_is_all_you_need_formula():
@@ -66,3 +68,68 @@ def test_alibi_bias_is_minus_slope_times_distance():
         for a, i in enumerate(q_pos.tolist()):
             for j in range(i + 1):
                 assert math.isclose(bias[h, a, j].item(), -slopes[h] * (i - j), abs_tol=1e-6)
+
+
+def test_only_learned_positions_have_a_length_limit():
+    config = GPTConfig(block_size=16, n_embd=32, n_head=2)
+    assert LearnedPositionEncoding.max_positions(config) == 16
+    assert "learned positions are not defined past block_size=16" in LearnedPositionEncoding.length_problem(config, 17)
+    assert LearnedPositionEncoding.length_problem(config, 16) is None
+    for cls in (PositionEncoding, SinusoidalPositionalEncoding, RoPE, ALiBi):
+        assert cls.max_positions(config) is None and cls.length_problem(config, 10_000) is None, cls
+
+
+@pytest.mark.parametrize("cls, tables", [(RoPE, ("cos", "sin")), (SinusoidalPositionalEncoding, ("table",))])
+def test_tables_grow_on_demand_keeping_their_rows_bitwise(cls, tables):
+    config = GPTConfig(block_size=16, n_embd=32, n_head=2)
+    enc = cls(config, rotary_dim=16)
+    before = {name: getattr(enc, name).clone() for name in tables}
+    enc.extend(16)  # covered already: nothing changes
+    assert all(getattr(enc, name).size(0) == 16 for name in tables)
+    enc.extend(40)
+    built_long = cls(GPTConfig(block_size=40, n_embd=32, n_head=2), rotary_dim=16)
+    for name in tables:
+        grown = getattr(enc, name)
+        assert grown.size(0) >= 40 and grown.dtype == torch.float32
+        assert torch.equal(grown[:16], before[name])  # what a normal run computes does not move
+        torch.testing.assert_close(grown[:40], getattr(built_long, name), atol=1e-7, rtol=0)
+        assert name in dict(enc.named_buffers())  # still a buffer: follows .to(device) and .double()
+
+
+def test_rope_past_block_size_equals_complex_multiplication():
+    config = GPTConfig(block_size=8, n_embd=32, n_head=2)
+    rope = RoPE(config, rotary_dim=16)
+    pos = torch.arange(30, 50)
+    rope.extend(50)
+    x = torch.randn(1, 2, 20, 16)
+    theta = 10000.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
+    rotation = torch.polar(torch.ones(20, 8, dtype=torch.float64), pos[:, None].double() * theta)
+    expected = torch.view_as_real(torch.view_as_complex(x.double().reshape(1, 2, 20, 8, 2)) * rotation)
+    torch.testing.assert_close(rope.rotate(x, pos), expected.reshape(1, 2, 20, 16).float(), atol=1e-5, rtol=1e-5)
+
+
+def test_sinusoidal_scales_the_token_embeddings_by_sqrt_n_embd():
+    # Vaswani et al. 2017 §3.4: "we multiply those weights by sqrt(d_model)", then add the table (§3.5)
+    config = GPTConfig(block_size=20, n_embd=16, n_head=2)
+    enc = SinusoidalPositionalEncoding(config, rotary_dim=8)
+    x, pos = torch.randn(2, 20, 16), torch.arange(20)
+    torch.testing.assert_close(enc(x, pos) - enc(torch.zeros_like(x), pos), x * 4.0)
+
+
+def rms(t):
+    return t.pow(2).mean(-1).sqrt().mean().item()
+
+
+def test_sinusoidal_token_and_position_signals_are_comparable_at_initialisation():
+    # GPT-2's embeddings (std 0.02) against a table of sines and cosines: without the paper's
+    # sqrt(n_embd) the position signal is ~35x the token signal, and a fresh model barely sees tokens
+    torch.manual_seed(0)
+    model = build_model(load_experiment("sine"), n_layer=1)
+    enc, T = model.transformer.wpe, model.config.block_size
+    tokens = model.transformer.wte(torch.randint(0, model.config.vocab_size, (4, T)))
+    pos = torch.arange(T)
+    with torch.no_grad():
+        position_signal = enc(torch.zeros_like(tokens), pos)
+        token_signal = enc(tokens, pos) - position_signal
+    ratio = rms(token_signal) / rms(position_signal)
+    assert 0.3 < ratio < 3, (rms(token_signal), rms(position_signal))

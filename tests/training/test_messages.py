@@ -57,16 +57,23 @@ def checkpoint(tmp_path_factory):
 
 @pytest.mark.parametrize("args, phrase", [
     (["--prompt", ""], "--prompt is empty"),
-    (["--prompt", "word " * 70], "is longer than the model's block_size=64"),
+    (["--prompt", "word " * 70], "learned positions are not defined past block_size=64"),
     (["--max-new-tokens", "0"], "--max-new-tokens 0: give at least 1"),
     (["--max-new-tokens", "-3"], "--max-new-tokens -3: give at least 1"),
-    (["--max-new-tokens", "200"], "+ --max-new-tokens 200 is longer than the model's block_size=64"),
+    (["--max-new-tokens", "200"], "+ --max-new-tokens 200: learned positions are not defined past block_size=64"),
     (["--num-samples", "0"], "--num-samples 0: give at least 1"),
     (["--temperature", "-1"], "--temperature -1.0: give 0 (greedy) or a positive number"),
     (["--temperature", "nan"], "--temperature nan"),
 ])
 def test_inference_refuses_what_it_cannot_do_instead_of_clipping(checkpoint, capsys, args, phrase):
     refused(capsys, ["--inference", str(checkpoint), *args], phrase)
+
+
+def test_inference_past_block_size_where_the_position_encoding_allows_it(tmp_path, capsys):
+    assert main([*SMOKE, "--experiment", "rope", "--max-steps", "1", "--log-dir", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["--inference", str(tmp_path / "model_00001.pt"), "--max-new-tokens", "100", "--num-samples", "1"]) == 0
+    assert "--- sample 0" in capsys.readouterr().out
 
 
 def test_inference_on_a_directory_names_a_checkpoint_in_it(checkpoint, capsys):
