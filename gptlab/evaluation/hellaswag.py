@@ -7,7 +7,9 @@ The official validation file (10,042 examples) is downloaded once into data/hell
 
 Examples are rendered once (`load`) and scored many to a forward pass: their 4 rows each
 are stacked and right-padded to the widest, which cannot change the logits of a causal
-model's real tokens, and the ending mask keeps the padding out of the loss.
+model's real tokens, and the ending mask keeps the padding out of the loss. Logits are
+computed only where an ending token is predicted (`GPT.features`, then the LM head on
+those positions): the vocabulary projection of every other position would be wasted.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from gptlab.paths import DATA_DIR
 
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 CACHE = DATA_DIR / "hellaswag" / "hellaswag_val.jsonl"
+EXAMPLES_PER_PASS = 16  # on a GPU (see Evaluator.hellaswag)
 MAX_TOKENS_PER_PASS = 16384  # rows x width of a pass: a quarter of training's 64 x 1024, so its logits fit
 Rendered = tuple[torch.Tensor, torch.Tensor, int]  # (tokens (4, L), mask (4, L) of the ending tokens, label)
 
@@ -123,7 +126,7 @@ def collate(batch: list[Rendered]) -> tuple[torch.Tensor, torch.Tensor]:
 
 @torch.no_grad()
 def predictions(model, rendered: list[Rendered], device: str, rank: int = 0, world_size: int = 1, autocast=None,
-                batch_examples: int = 16) -> dict[int, tuple[int, int]]:
+                batch_examples: int = EXAMPLES_PER_PASS) -> dict[int, tuple[int, int]]:
     """{i: (ending of lowest total loss, ending of lowest mean loss)} for this rank's share of
     rendered: the examples with i % world_size == rank, up to batch_examples of them per
     forward pass (fewer when 4 rows of the widest example would pass MAX_TOKENS_PER_PASS).
@@ -139,16 +142,23 @@ def predictions(model, rendered: list[Rendered], device: str, rank: int = 0, wor
         batch = share[p * per_pass:(p + 1) * per_pass]
         tokens, mask = (t.to(device) for t in collate([rendered[i] for i in batch or [0]]))
         with autocast or contextlib.nullcontext():
-            logits = model(tokens).logits
+            hidden, _ = model.features(tokens)
+            # logits only where an ending token is predicted: a third of the positions, and the LM head
+            # over the vocabulary is most of a small model's cost
+            rows, cols = mask[:, 1:].nonzero(as_tuple=True)
+            logits = model.lm_head(hidden[rows, cols])
         if not batch:
             continue
-        total, mean = (losses.view(-1, 4).argmin(dim=1).tolist() for losses in ending_losses(logits, tokens, mask))
+        losses = F.cross_entropy(logits.float(), tokens[rows, cols + 1], reduction="none")
+        sums = torch.zeros(tokens.size(0), device=losses.device).index_add_(0, rows, losses)
+        means = sums / mask[:, 1:].sum(dim=1)
+        total, mean = (per_row.view(-1, 4).argmin(dim=1).tolist() for per_row in (sums, means))
         picks.update(zip(batch, zip(total, mean)))
     return picks
 
 
 def score_rendered(model, rendered: list[Rendered], device: str, rank: int = 0, world_size: int = 1, autocast=None,
-                   batch_examples: int = 16) -> tuple[int, int, int]:
+                   batch_examples: int = EXAMPLES_PER_PASS) -> tuple[int, int, int]:
     """(examples, correct by total loss, correct by mean loss) over this rank's share of rendered."""
     picks = predictions(model, rendered, device, rank, world_size, autocast, batch_examples)
     labels = {i: rendered[i][2] for i in picks}
@@ -157,7 +167,7 @@ def score_rendered(model, rendered: list[Rendered], device: str, rank: int = 0, 
 
 
 def score(model, path: Path, encode, device: str, rank: int = 0, world_size: int = 1, limit: int = 0,
-          autocast=None, batch_examples: int = 16) -> tuple[int, int, int]:
+          autocast=None, batch_examples: int = EXAMPLES_PER_PASS) -> tuple[int, int, int]:
     """score_rendered over the examples of path (the first `limit`, if given)."""
     return score_rendered(model, load(path, encode, model.config.block_size, limit), device, rank, world_size,
                           autocast, batch_examples)

@@ -110,6 +110,17 @@ class GPT(nn.Module):
         """idx, targets: (B, T) token ids; targets -1 are ignored. With `caches` (one per
         layer), idx continues the cached sequence at its absolute positions. A sequence may be
         longer than block_size where the position encoding is defined for it (not learned)."""
+        x, extras = self.features(idx, caches)
+        logits = self.lm_head(x)
+        losses, metrics = combine_extras(extras)
+        if targets is None:
+            return ModelOutput(logits, losses=losses, metrics=metrics)
+        ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return ModelOutput(logits, ce + sum(losses.values()) if losses else ce, ce, losses, metrics)
+
+    def features(self, idx: Tensor, caches: list[KVCache] | None = None) -> tuple[Tensor, list[Extras]]:
+        """The final-norm hidden states (B, T, C) that lm_head turns into logits, and what the
+        components reported; for callers that need the logits of a few positions only."""
         T = idx.size(1)
         start = caches[0].length if caches else 0
         pos_enc = self.transformer.wpe
@@ -123,12 +134,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.transformer.h):
             x, block_extras = block(x, pos_enc, pos, caches[i] if caches else None)
             extras += block_extras
-        logits = self.lm_head(self.transformer.ln_f(x))
-        losses, metrics = combine_extras(extras)
-        if targets is None:
-            return ModelOutput(logits, losses=losses, metrics=metrics)
-        ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-        return ModelOutput(logits, ce + sum(losses.values()) if losses else ce, ce, losses, metrics)
+        return self.transformer.ln_f(x), extras
 
     def new_caches(self, capacity: int | None = None) -> list[KVCache]:
         """One empty KVCache per layer, for `capacity` positions (default block_size); they grow when full."""
