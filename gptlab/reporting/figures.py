@@ -53,7 +53,7 @@ def study_figures(table, out: Path, suffix: str = "") -> list[Path]:
                 continue
             steps, values = found
             if key == "train":
-                values = smooth(values, max(1, len(steps) // 25))
+                values = smooth(values, max(1, len(steps) // 10))
             label = f"{row.experiment} (n={values.shape[0]})"
             ax.plot(steps, values.mean(axis=0), color=color, linewidth=2 if i == 0 else 1.4, label=label,
                     linestyle="-" if row.complete else ":")
@@ -109,9 +109,11 @@ def study_figures(table, out: Path, suffix: str = "") -> list[Path]:
 
 
 def _zoom_to_tail(ax) -> None:
-    """Losses start near ln(vocab) and fall fast: show the range of the last 80% of the curves."""
-    ys = [y for line in ax.lines if len(line.get_xdata()) > 4
-          for y in line.get_ydata()[len(line.get_ydata()) // 5:]]
+    """Losses start near ln(vocab) and fall fast: show the range of the curves past the first
+    fifth of the steps (the first evaluation, of the untrained model, is left above the frame)."""
+    lines = [line for line in ax.lines if len(line.get_xdata()) > 1]
+    last = max((max(line.get_xdata()) for line in lines), default=0)
+    ys = [y for line in lines for x, y in zip(line.get_xdata(), line.get_ydata()) if x >= last / 5]
     if ys:
         lo, hi = min(ys), max(ys)
         pad = 0.08 * (hi - lo or 1)
