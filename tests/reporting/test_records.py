@@ -69,7 +69,7 @@ def test_the_live_record_keeps_what_other_tools_wrote(tmp_path, monkeypatch):
     assert written["lengths"] == {"losses": {"2": 7.0}} and written["study"]["name"] == "s"
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_a_training_run_keeps_its_record_current(tmp_path):
     import subprocess
     import sys
