@@ -19,15 +19,16 @@ def test_sinusoidal_equals_attention_is_all_you_need_formula():
             assert math.isclose(out[pos, 2 * i + 1].item(), math.cos(pos / 10000 ** (2 * i / 16)), abs_tol=1e-6)
 
 
-def test_rope_equals_complex_multiplication_with_theta_10000():
-    config = GPTConfig(block_size=16, n_embd=32, n_head=2)
-    rope = RoPE(config, rotary_dim=16)
-    x = torch.randn(2, 3, 16, 16)
-    pos = torch.arange(16)
+@pytest.mark.parametrize("block_size, first, n", [(16, 0, 16), (8, 30, 20)])  # within block_size, and past it
+def test_rope_equals_complex_multiplication_with_theta_10000(block_size, first, n):
+    rope = RoPE(GPTConfig(block_size=block_size, n_embd=32, n_head=2), rotary_dim=16)
+    pos = torch.arange(first, first + n)
+    rope.extend(first + n)
+    x = torch.randn(2, 3, n, 16)
     theta = 10000.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
-    rotation = torch.polar(torch.ones(16, 8, dtype=torch.float64), pos[:, None].double() * theta)
-    expected = torch.view_as_real(torch.view_as_complex(x.double().reshape(2, 3, 16, 8, 2)) * rotation)
-    torch.testing.assert_close(rope.rotate(x, pos), expected.reshape(2, 3, 16, 16).float(), atol=1e-5, rtol=1e-5)
+    rotation = torch.polar(torch.ones(n, 8, dtype=torch.float64), pos[:, None].double() * theta)
+    expected = torch.view_as_real(torch.view_as_complex(x.double().reshape(2, 3, n, 8, 2)) * rotation)
+    torch.testing.assert_close(rope.rotate(x, pos), expected.reshape(2, 3, n, 16).float(), atol=1e-5, rtol=1e-5)
 
 
 def test_rope_scores_depend_only_on_offset():
@@ -94,18 +95,6 @@ def test_tables_grow_on_demand_keeping_their_rows_bitwise(cls, tables):
         assert torch.equal(grown[:16], before[name])  # what a normal run computes does not move
         torch.testing.assert_close(grown[:40], getattr(built_long, name), atol=1e-7, rtol=0)
         assert name in dict(enc.named_buffers())  # still a buffer: follows .to(device) and .double()
-
-
-def test_rope_past_block_size_equals_complex_multiplication():
-    config = GPTConfig(block_size=8, n_embd=32, n_head=2)
-    rope = RoPE(config, rotary_dim=16)
-    pos = torch.arange(30, 50)
-    rope.extend(50)
-    x = torch.randn(1, 2, 20, 16)
-    theta = 10000.0 ** (-torch.arange(0, 16, 2, dtype=torch.float64) / 16)
-    rotation = torch.polar(torch.ones(20, 8, dtype=torch.float64), pos[:, None].double() * theta)
-    expected = torch.view_as_real(torch.view_as_complex(x.double().reshape(1, 2, 20, 8, 2)) * rotation)
-    torch.testing.assert_close(rope.rotate(x, pos), expected.reshape(1, 2, 20, 16).float(), atol=1e-5, rtol=1e-5)
 
 
 def test_sinusoidal_scales_the_token_embeddings_by_sqrt_n_embd():
