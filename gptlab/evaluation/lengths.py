@@ -33,7 +33,7 @@ import torch
 from gptlab.core.config import ConfigError
 from gptlab.data.shards import DataError
 from gptlab.data.sources import open_data
-from gptlab.files import atomic_write_text
+from gptlab.files import DirectoryLock, atomic_write_text
 from gptlab.training.checkpoint import (NAME, CheckpointError, experiment_of, latest_checkpoint, list_checkpoints,
                                         load_checkpoint, model_from_state, verify)
 from gptlab.training.distributed import DeviceError, check_device, default_device
@@ -180,8 +180,15 @@ def evaluate_run(path: Path, factors: list[int], tokens: int | None, device: str
     why = {str(f): r.why for f, r in results.items() if r.why}
     if why:
         entry["why"] = why
-    record = checkpoint.parent / "run.json"
-    update_record(record, "lengths", entry)
+    record, lock = checkpoint.parent / "run.json", DirectoryLock(checkpoint.parent)
+    if not lock.acquire():  # the run is training, and rewrites its record: this result would be lost
+        print(f"  not recorded: {checkpoint.parent} is in use by a training run (pid {lock.holder()}); run "
+              f"eval-lengths again when it has finished")
+        return
+    try:
+        update_record(record, "lengths", entry)
+    finally:
+        lock.release()
     print(f"  recorded in {record} under \"lengths\"")
 
 

@@ -133,6 +133,19 @@ def test_a_directory_of_runs_evaluates_each_runs_newest_checkpoint(tmp_path, cap
         assert json.loads((tmp_path / name / "log" / "run.json").read_text())["lengths"]["step"] == step
 
 
+def test_a_run_that_is_training_keeps_its_record(tmp_path, capsys):
+    from gptlab.files import DirectoryLock
+    write_run(tmp_path, "rope")
+    lock = DirectoryLock(tmp_path)
+    assert lock.acquire()
+    try:
+        code, out, err = run(capsys, tmp_path, "--tokens", "256", "--factors", "1", "2")
+    finally:
+        lock.release()
+    assert code == 0, err
+    assert "not recorded: " in out and "in use by a training run" in out and not (tmp_path / "run.json").exists()
+
+
 def assert_one_error(code, err, *phrases):
     assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
     for phrase in phrases:
