@@ -189,6 +189,9 @@ def row_cells(row: Row, base: Row) -> list[str]:
     unfair = sorted({f for r in row.runs for f in (r.get("study") or {}).get("unfair", [])})
     if unfair:
         notes.append("UNFAIR: changes " + ", ".join(f"train.{f}" for f in unfair))
+    base_data = {r.get("data_fingerprint") for r in base.runs}
+    if any(r.get("data_fingerprint") not in base_data for r in row.runs):
+        notes.append("UNFAIR: other data than the baseline's (data fingerprint)")
     for r in row.incomplete:
         notes.append(f"seed {r.get('seed')} {r.get('status')} at step {r.get('step')}/{r.get('max_steps')}"
                      f" (not averaged)")

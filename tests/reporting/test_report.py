@@ -58,6 +58,14 @@ def test_unfair_rows_say_so(tmp_path):
     assert "UNFAIR: changes train.max_lr" in table["hot"][-1]
 
 
+def test_a_study_run_on_other_data_says_so(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
+    record = json.loads((tmp_path / "rope" / "seed1338" / "run.json").read_text())
+    (tmp_path / "rope" / "seed1338" / "run.json").write_text(json.dumps({**record, "data_fingerprint": "beef"}))
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert "UNFAIR: other data" in table["rope"][-1] and "UNFAIR" not in table["baseline"][-1]
+
+
 def test_runs_of_different_setups_are_not_compared(tmp_path):
     fake_run(tmp_path / "a", "baseline", vals=(10.8, 8.0, 7.0), status="complete")
     fake_run(tmp_path / "b", "rope", vals=(10.8, 8.0, 7.0), status="complete", train={"max_lr": 1e-3})
