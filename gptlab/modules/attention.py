@@ -89,8 +89,10 @@ class Attention(nn.Module):
 
     def score_flops(self, seq_len: int) -> int:
         """Forward FLOPs per token of the scores (q.k) and the weighted sum of values, over
-        seq_len keys; the projections are counted as the nn.Linear layers they are."""
-        return 0
+        seq_len keys; the projections are counted as the nn.Linear layers they are. By default
+        every query head has q, k and v of `self.head_dim`; a class with other widths (MLA)
+        says so here. A class without `n_head` and `head_dim` attributes counts 0."""
+        return 2 * seq_len * getattr(self, "n_head", 0) * 2 * getattr(self, "head_dim", 0)
 
     def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
                 cache: KVCache | None = None) -> Tensor:
@@ -115,9 +117,6 @@ class BaseAttention(Attention):
     @staticmethod
     def kv_heads(config: GPTConfig) -> int:
         return config.n_head
-
-    def score_flops(self, seq_len: int) -> int:
-        return 2 * seq_len * self.n_head * 2 * self.head_dim  # every query head; K/V heads shared or not
 
     @classmethod
     def check_config(cls, config: GPTConfig) -> list[str]:

@@ -57,3 +57,21 @@ def test_non_embedding_parameters_leave_out_token_and_position_embeddings():
     assert model.num_params() - model.num_params(non_embedding=True) == V * C + T * C
     rope = build_model(load_experiment("rope"), **SIZE)
     assert rope.num_params() - rope.num_params(non_embedding=True) == V * C
+
+
+def test_a_user_attention_with_gpt2_widths_is_counted_like_the_baseline():
+    from torch import nn
+
+    from gptlab.core.experiment import Experiment
+    from gptlab.modules import Attention
+
+    class Mine(Attention):  # the shape of the README's worked example
+        def __init__(self, config):
+            super().__init__()
+            self.n_head, self.head_dim = config.n_head, config.head_dim
+            self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+            self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+
+    exp = load_experiment("baseline")
+    mine = Experiment(**{**exp.__dict__, "attention_class": Mine})
+    assert build_model(mine, **SIZE).flops_per_token(T) == flops("baseline")
