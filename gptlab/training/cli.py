@@ -111,6 +111,14 @@ def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | Non
             parsed["train"][flag] = value
     model_config = replace_config(exp.model_config, **{**preset_model, **parsed["model"]})
     train_config = replace_config(exp.training_config, **{**preset_train, **parsed["train"]})
+    for label, own, default, preset_values in (("MODEL_CONFIG", exp.model_config, GPTConfig(), preset_model),
+                                               ("TRAINING_CONFIG", exp.training_config, TrainingConfig(),
+                                                preset_train)):
+        hidden = [f"{name}={getattr(own, name)!r} (the preset's {value!r})" for name, value in preset_values.items()
+                  if getattr(own, name) != getattr(default, name) and getattr(own, name) != value]
+        if hidden:
+            print(f"note: the preset {preset} replaces what {exp.path.name}'s {label} sets: {', '.join(hidden)}; "
+                  f"give them as overrides to keep them")
     log_dir = log_dir or LOG_ROOT / exp.name / ("log" if seed is None else seed_dir_name(seed))
     run = Run(exp, model_config, train_config, Path(log_dir).expanduser().resolve(), preset=preset)
     check_run(run, world_size)

@@ -140,3 +140,16 @@ def test_a_checkpoint_whose_weights_no_longer_fit_a_user_class_is_refused(tmp_pa
             "the checkpoint's weights do not fit the model", "extra.weight")
     with pytest.raises(CheckpointError, match="do not fit the model its components build now"):
         load_model(tmp_path / "log" / "model_00001.pt")
+
+
+def test_a_preset_that_replaces_an_experiment_files_setting_says_so(tmp_path, capsys):
+    from gptlab.training.cli import plan_run
+    exp = tmp_path / "hot.py"
+    exp.write_text("from gptlab import TrainingConfig\nTRAINING_CONFIG = TrainingConfig(max_lr=1e-3, weight_decay=0.0)\n")
+    run = plan_run(str(exp), "smoke", [])
+    assert run.train_config.max_lr == 3e-3 and run.train_config.weight_decay == 0.0
+    out = capsys.readouterr().out
+    assert "note: the preset smoke replaces what hot.py's TRAINING_CONFIG sets: max_lr=0.001 (the preset's 0.003)" in out
+    assert "weight_decay" not in out
+    plan_run("gqa", "smoke", [])
+    assert capsys.readouterr().out == ""
