@@ -56,6 +56,8 @@ COMMANDS = {"train": _command("gptlab.training.cli"), "study": _command("gptlab.
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        print(f"gptlab: no command {argv[0]!r}\n", file=sys.stderr)
     if not argv or argv[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2

@@ -87,7 +87,10 @@ def main(argv: list[str]) -> int:
                         f"holding them, then OUT.png")
     if start < 0:
         problems.append(f"START {start} is negative; give the first step to draw, 0 or more")
-    if not Path(out).parent.is_dir():
+    if Path(out).suffix.lower() not in (".png", ".pdf", ".svg", ".jpg"):
+        problems.append(f"{out} is not an image file name (.png, .pdf, .svg); the last argument (before START) is "
+                        f"where the figure goes")
+    elif not Path(out).parent.is_dir():
         problems.append(f"the directory of {out} does not exist; create it or write the figure elsewhere")
     if problems:
         print("error: " + "; ".join(problems), file=sys.stderr)

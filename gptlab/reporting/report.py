@@ -86,8 +86,13 @@ def group(records: list[dict], baseline: str | None = None) -> list[Table]:
         rows = []
         for name in [base] + [n for n in names if n != base]:
             row = Row(name)
-            for r in sorted((r for r in runs if _label(r, runs) == name), key=lambda r: r.get("seed") or 0):
+            seen = set()
+            for r in sorted((r for r in runs if _label(r, runs) == name), key=lambda r: str(r.get("seed"))):
+                if r.get("status") == "complete" and r.get("seed") in seen:  # a copy of a seed is not a new sample
+                    r = {**r, "status": f"a repeat of seed {r.get('seed')}"}
                 (row.complete if r.get("status") == "complete" else row.incomplete).append(r)
+                if r.get("status") == "complete":
+                    seen.add(r.get("seed"))
             row.val = _mean_std(row.complete, "val_loss")
             row.hella = _mean_std(row.complete, "hellaswag_acc_norm")
             rows.append(row)
@@ -122,10 +127,12 @@ def _label(r: dict, runs: list[dict]) -> str:
 
 def _title(r: dict, study: dict) -> str:
     cfg = r.get("training_config") or {}
-    tokens = (cfg.get("max_steps") or 0) * (cfg.get("total_batch_size") or 0)
+    steps, batch, val = (cfg.get(k) if isinstance(cfg.get(k), int) else 0
+                         for k in ("max_steps", "total_batch_size", "val_tokens"))
     name = f"{study['name']}: " if study else ""
-    return (f"{name}preset {r.get('preset')}, {cfg.get('max_steps'):,} steps x {cfg.get('total_batch_size'):,} "
-            f"tokens = {tokens:,} tokens, val {cfg.get('val_tokens', 0):,} tokens, data {r.get('data_fingerprint')}")
+    where = Path(r["log_dir"]).parent.parent
+    return (f"{name}preset {r.get('preset')}, {steps:,} steps x {batch:,} tokens = {steps * batch:,} tokens, "
+            f"val {val:,} tokens, data {r.get('data_fingerprint')} ({where})")
 
 
 def _is_recipe(runs: list[dict]) -> bool:
@@ -139,7 +146,7 @@ def _is_recipe(runs: list[dict]) -> bool:
 
 
 def _values(runs: list[dict], key: str) -> list[float]:
-    return [r[key] for r in runs if r.get(key) is not None]
+    return [r[key] for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
 
 
 def _mean_std(runs: list[dict], key: str) -> tuple | None:
@@ -220,12 +227,16 @@ def _lengths(runs: list[dict]) -> str:
     found = [r["lengths"] for r in runs if isinstance(r.get("lengths"), dict)]
     if not found:
         return "-"
-    cells = []
+    current = [f for f, r in zip(found, [r for r in runs if isinstance(r.get("lengths"), dict)])
+               if f.get("step") == r.get("step")]
+    if not current:
+        return f"stale (measured at step {found[0].get('step')}; run eval-lengths again)"
+    found, cells = current, []
     for factor in ("2", "4", "8"):
-        values = [f["losses"].get(factor) for f in found if f.get("losses")]
+        values = [f["losses"].get(factor) for f in found if isinstance(f.get("losses"), dict)]
         values = [v for v in values if isinstance(v, (int, float))]
         cells.append(f"{statistics.fmean(values):.3f}" if values else "n/a")
-    if cells == ["n/a"] * 3:
+    if cells == ["n/a"] * 3 and any(f.get("why") for f in found):
         return "not defined past block_size"
     return " / ".join(cells)
 
@@ -316,10 +327,18 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: no directory {', '.join(missing)}; give the log directories of runs or studies", file=sys.stderr)
         return 2
+    if args.baseline and not any(r["experiment"] == args.baseline for r in find_runs(dirs)):
+        print(f"error: --baseline {args.baseline}: no run of that experiment under {', '.join(map(str, dirs))}",
+              file=sys.stderr)
+        return 2
     try:
         print(write_report(dirs, args.out or dirs[0], args.baseline, figures=not args.no_figures))
     except FileNotFoundError as e:
         print(f"error: {e}; train some first (gptlab study ..., or python train.py ...)", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write the report into {args.out or dirs[0]} ({e.strerror or e}); choose another --out",
+              file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
         print(f"error: the figures need {e.name}: pip install -e \".[plot]\", or --no-figures", file=sys.stderr)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from gptlab.core.config import ConfigError
+from gptlab.files import DirectoryLock
 from gptlab.core.experiment import ExperimentError
 from gptlab.study.plan import Study, StudyError, load_study, plan
 from gptlab.training.presets import PRESETS
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_intermixed_args(sys.argv[1:] if argv is None else argv)
     if args.study and "=" in args.study:  # an override, not a study file
         args.overrides, args.study = [args.study, *args.overrides], None
+    if args.experiments:  # overrides after --experiments land among its names
+        args.overrides += [e for e in args.experiments if "=" in e]
+        args.experiments = [e for e in args.experiments if "=" not in e] or None
     from gptlab.study.runner import StudyRunner, write_definition
     try:
         study = resolve_study(args)
@@ -83,15 +87,29 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, ExperimentError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"study {study.name}: {len(study.experiments)} experiment(s) x {study.seeds} seed(s) = {len(runs)} runs, "
+    print(f"{'study' if study.name == 'study' else f'study {study.name}'}: {len(study.experiments)} experiment(s) x {study.seeds} seed(s) = {len(runs)} runs, "
           f"preset {study.preset}, baseline {study.baseline}, in {study.root}")
     for name in study.experiments:
         differs = next(r.differs for r in runs if r.experiment == name)
         if name != study.baseline:
             changes = ", ".join(f"{k.replace('_class', '')} {_short(a)} -> {_short(b)}" for k, (a, b) in differs.items())
             print(f"  {name}: {changes or 'the same model as the baseline'}")
-    write_definition(study, runs)
-    code = StudyRunner(study, runs, slots, verbose=args.verbose).run()
+    lock = DirectoryLock(study.root)
+    try:
+        study.root.mkdir(parents=True, exist_ok=True)
+        held = lock.acquire()
+    except OSError as e:
+        print(f"error: cannot use {study.root} for the study ({e.strerror or e}); choose another --out", file=sys.stderr)
+        return 2
+    if not held:
+        print(f"error: {study.root} is in use by another study (pid {lock.holder()}); wait for it, or give this one "
+              f"its own --out. Nothing was trained", file=sys.stderr)
+        return 2
+    try:
+        write_definition(study, runs)
+        code = StudyRunner(study, runs, slots, verbose=args.verbose).run()
+    finally:
+        lock.release()
     if code == 3:
         return code
     from gptlab.reporting.report import write_report

@@ -51,12 +51,20 @@ class Study:
 
     def __post_init__(self) -> None:
         problems = []
+        if not isinstance(self.experiments, (list, tuple)) or not all(isinstance(e, str) for e in self.experiments):
+            raise StudyError(f"study {self.name}: experiments must be a list of names, e.g. [\"baseline\", \"rope\"]; "
+                             f"got {self.experiments!r}")
+        if not isinstance(self.overrides, (list, tuple)) or not all(isinstance(o, str) for o in self.overrides):
+            raise StudyError(f"study {self.name}: overrides must be a list of \"model.X=...\"/\"train.Y=...\" strings; "
+                             f"got {self.overrides!r}")
+        if not isinstance(self.allow_unfair, bool):
+            problems.append(f"allow_unfair={self.allow_unfair!r}: give True or False")
         if not self.experiments:
             problems.append("name at least one experiment")
         duplicates = sorted({e for e in self.experiments if self.experiments.count(e) > 1})
         if duplicates:
             problems.append(f"experiment(s) named twice: {', '.join(duplicates)}")
-        if not isinstance(self.seeds, int) or self.seeds < 1:
+        if not isinstance(self.seeds, int) or isinstance(self.seeds, bool) or self.seeds < 1:
             problems.append(f"seeds={self.seeds!r}: give the number of seeds, 1 or more")
         if self.preset not in PRESETS:
             problems.append(f"preset {self.preset!r} is not one of {', '.join(sorted(PRESETS))}")
@@ -116,7 +124,9 @@ def load_study(name_or_path: str) -> Study:
     if problems:
         raise StudyError(f"study file {path} has problems:\n  - " + "\n  - ".join(problems))
     values = {FILE_SETTINGS[k]: namespace[k] for k in FILE_SETTINGS if k in namespace}
-    values["experiments"], values["overrides"] = list(values["experiments"]), list(values.get("overrides", []))
+    for key in ("experiments", "overrides"):  # a tuple is a list; anything else is named by Study
+        if isinstance(values.get(key), tuple):
+            values[key] = list(values[key])
     values.setdefault("out", str(LOG_ROOT / path.stem))
     return Study(name=path.stem, **values)
 
@@ -148,6 +158,13 @@ def plan(study: Study) -> list[PlannedRun]:
             first[name] = plan_run(name, study.preset, study.overrides)
         except (ExperimentError, ConfigError, ValueError) as e:
             raise StudyError(f"experiment {name!r} of study {study.name} cannot run: {e}") from None
+    by_name = {}
+    for name, run in first.items():
+        by_name.setdefault(run.experiment.name, []).append(name)
+    clashes = [names for names in by_name.values() if len(names) > 1]
+    if clashes:
+        raise StudyError("two experiments of the study have one name, so their runs would share a directory: " +
+                         "; ".join(" and ".join(names) for names in clashes) + "; rename one of the files")
     base_seed = first[study.baseline].train_config.seed
     base = first[study.baseline]
     unfair = {name: unfair_fields(run, base) for name, run in first.items()}
@@ -168,7 +185,33 @@ def plan(study: Study) -> list[PlannedRun]:
             run = plan_run(name, study.preset, study.overrides, seed=seed,
                            log_dir=study.root / first[name].experiment.name / seed_dir_name(seed))
             runs.append(PlannedRun(name, seed, run, differences(run, base), unfair[name]))
+    check_existing(runs)
     return runs
+
+
+def check_existing(runs: list[PlannedRun]) -> None:
+    """A run directory that already holds a run of other settings is not this study's: refuse
+    (before anything trains) rather than skip it as complete or mix it into the comparison."""
+    from gptlab.training.record import read_record
+    problems = []
+    for planned in runs:
+        record = read_record(planned.log_dir)
+        if not record or not isinstance(record.get("model_config"), dict):
+            continue
+        now = {**{f"model.{k}": v for k, v in dataclasses.asdict(planned.run.model_config).items()},
+               **{f"train.{k}": getattr(planned.run.train_config, k) for k in FAIR_FIELDS + ("seed",)},
+               **planned.run.experiment.class_names()}
+        was = {**{f"model.{k}": v for k, v in record["model_config"].items()},
+               **{f"train.{k}": (record.get("training_config") or {}).get(k) for k in FAIR_FIELDS + ("seed",)},
+               **(record.get("classes") or {})}
+        changed = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in now.items() if was.get(k) != v]
+        if changed:
+            problems.append(f"{planned.log_dir} holds a run of other settings: {', '.join(changed[:6])}"
+                            + (f" and {len(changed) - 6} more" if len(changed) > 6 else ""))
+    if problems:
+        raise StudyError("the study's directory already holds runs that are not of this study:\n  - " +
+                         "\n  - ".join(problems) + "\ngive this study its own --out (or move those runs away). "
+                         "Nothing was trained")
 
 
 def unfair_fields(run: Run, base: Run) -> list[str]:

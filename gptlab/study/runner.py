@@ -29,6 +29,7 @@ from gptlab.files import atomic_write_text
 from gptlab.study.plan import PlannedRun, Study
 from gptlab.training.metrics import duration
 from gptlab.training.preemption import PREEMPTED_EXIT
+from gptlab.training.checkpoint import list_checkpoints
 from gptlab.training.record import STUDY_ENV, read_record
 
 
@@ -75,7 +76,7 @@ class StudyRunner:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if self.stopping:
-            print(f"study stopped by {self.stopping}; every run saved a checkpoint. The same command continues it")
+            print(f"study stopped by {self.stopping}; the same command continues it from each run's newest checkpoint")
             return PREEMPTED_EXIT
         if self.failed:
             print(f"{len(self.failed)} run(s) did not complete: {', '.join(self.failed)}; see each console.txt. "
@@ -91,7 +92,9 @@ class StudyRunner:
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device)
         where = "" if device is None else f" on GPU {device}"
-        resume = f", continuing from step {record['step']}" if record and record.get("step") else ""
+        checkpoints = list_checkpoints(planned.log_dir)
+        resume = f", resuming from {checkpoints[0].name} (the newest checkpoint)" if checkpoints else (
+            ", from step 0 (no checkpoint)" if record else "")
         print(f"[{index}/{len(self.runs)}] {planned.label}: training{where}{resume} ({planned.log_dir})", flush=True)
         (planned.log_dir / ".exit_status").unlink(missing_ok=True)
         out = None if self.verbose else open(planned.log_dir / "console.txt", "a", encoding="utf-8")

@@ -88,16 +88,19 @@ def read_record(log_dir: Path) -> dict | None:
     log_dir = Path(log_dir)
     path, log = log_dir / RECORD, log_dir / "log.txt"
     record = None
+    why = "inferred from log.txt (no run.json)"
     if path.is_file():
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             record = None
+        if not (isinstance(record, dict) and isinstance(record.get("experiment"), str)):
+            record, why = None, f"inferred from log.txt ({path.name} is not a run record)"
     if record is None:
         if not log.is_file():
             return None
         record = summarize(log)
-        record["status_why"] = "inferred from log.txt (no run.json)"
+        record["status_why"] = why
     if record.get("status") == "running" and not DirectoryLock(log_dir).held():
         record["status"], record["status_why"] = "stopped", "its process ended without saying why (killed?)"
     record["log_dir"] = str(log_dir)

@@ -95,3 +95,35 @@ def test_the_command_names_what_is_missing(tmp_path, capsys):
     assert "no directory" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
     assert "no runs (run.json or log.txt)" in capsys.readouterr().err
+
+
+def test_records_that_are_not_records_are_read_from_the_log_without_a_traceback(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
+    for text in ("[]", '"x"', '{"experiment": 5}', "{broken"):
+        (tmp_path / "rope" / "seed1338" / "run.json").write_text(text)
+        text_out = write_report([tmp_path], tmp_path, figures=False)
+        assert "rope" in text_out  # the run still counts, from its log.txt
+
+
+def test_a_copy_of_a_seed_is_not_a_second_sample(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
+    import shutil
+    shutil.copytree(tmp_path / "rope" / "seed1338", tmp_path / "rope" / "copy")
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert table["rope"][1] == "1337, 1338" and "a repeat of seed 1338" in table["rope"][-1]
+
+
+def test_lengths_measured_at_an_earlier_step_are_called_stale(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30], "rope": [3.10]})
+    path = tmp_path / "rope" / "seed1337" / "run.json"
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "lengths": {"step": 25, "losses": {"1": 3.1, "2": 3.2}}}))
+    assert "stale (measured at step 25" in rows(write_report([tmp_path], tmp_path, figures=False))["rope"][-2]
+    path.write_text(json.dumps({**record, "lengths": {"step": 50, "losses": {"1": 3.1, "2": 3.2, "4": 3.3, "8": 3.4}}}))
+    assert rows(write_report([tmp_path], tmp_path, figures=False))["rope"][-2] == "3.200 / 3.300 / 3.400"
+
+
+def test_an_unknown_baseline_is_refused(tmp_path, capsys):
+    study_runs(tmp_path, {"baseline": [3.30]})
+    assert main([str(tmp_path), "--baseline", "ropee", "--no-figures"]) == 2
+    assert "--baseline ropee: no run of that experiment" in capsys.readouterr().err

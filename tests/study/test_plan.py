@@ -89,3 +89,19 @@ def test_the_readme_study_plans_twelve_fair_runs():
     runs = plan(load_study("quick"))
     assert len(runs) == 12 and not any(r.unfair for r in runs)
     assert {r.run.preset for r in runs} == {"smoke"} and {r.seed for r in runs} == {1337, 1338}
+
+
+def test_study_settings_of_the_wrong_type_are_named(tmp_path):
+    for text, phrase in (("EXPERIMENTS = 'rope'\n", "experiments must be a list of names"),
+                         ("EXPERIMENTS = ['rope']\nOVERRIDES = 'train.max_steps=4'\n", "overrides must be a list"),
+                         ("EXPERIMENTS = ['rope']\nSEEDS = True\n", "seeds=True"),
+                         ("EXPERIMENTS = ['rope']\nALLOW_UNFAIR = 'no'\n", "allow_unfair='no'")):
+        with pytest.raises(StudyError, match=phrase):
+            load_study(write(tmp_path / "s.py", text))
+
+
+def test_two_experiment_files_of_one_name_are_refused(tmp_path):
+    (tmp_path / "x").mkdir()
+    exp = write(tmp_path / "x" / "rope.py", "from gptlab.modules import ALiBi\nPOSITION_ENCODING_CLASS = ALiBi\n")
+    with pytest.raises(StudyError, match="have one name, so their runs would share a directory: rope and"):
+        plan(Study(["baseline", "rope", exp], preset="smoke", overrides=OVERRIDES, out=str(tmp_path)))

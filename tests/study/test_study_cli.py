@@ -65,11 +65,11 @@ def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_pa
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 3, stdout
-    assert "preempted" in stdout and "The same command continues it" in stdout
+    assert "preempted" in stdout and "the same command continues it" in stdout
     assert not (out / "rope" / "seed1338").exists()  # no new run started
     result = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "rope seed1337: training, continuing from step" in result.stdout
+    assert "rope seed1337: training, resuming from model_" in result.stdout
     # the same run, never stopped
     plain = tmp_path / "plain"
     subprocess.run([sys.executable, "train.py", "--experiment", "rope", "--seed", "1337", "--log-dir", str(plain),
@@ -77,3 +77,31 @@ def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_pa
     stopped = json.loads((out / "rope" / "seed1337" / "run.json").read_text())
     uninterrupted = json.loads((plain / "run.json").read_text())
     assert stopped["val_loss"] == uninterrupted["val_loss"] and stopped["status"] == "complete"
+
+
+def test_a_directory_holding_runs_of_other_settings_is_refused(tmp_path, capsys):
+    from tests.reporting.runs import fake_run
+    fake_run(tmp_path / "rope" / "seed1337", "rope", vals=(10.8,), steps=4, max_steps=4, status="complete")
+    assert main(["--experiments", "rope", "--out", str(tmp_path), *TINY]) == 2
+    err = capsys.readouterr().err
+    assert "holds a run of other settings" in err and "give this study its own --out" in err
+
+
+def test_overrides_after_the_experiments_are_overrides(tmp_path, capsys):
+    exp = tmp_path / "hot.py"
+    exp.write_text("from gptlab import TrainingConfig\nTRAINING_CONFIG = TrainingConfig(hellaswag_limit=7)\n")
+    assert main(["--out", str(tmp_path / "r"), "--preset", "gpt2", "--experiments", "baseline", str(exp),
+                 "train.max_steps=4"]) == 2
+    err = capsys.readouterr().err
+    assert "hot changes train.hellaswag_limit" in err and "not a plain name" not in err
+
+
+def test_another_study_on_the_same_directory_is_refused(tmp_path, capsys):
+    from gptlab.files import DirectoryLock
+    lock = DirectoryLock(tmp_path)
+    assert lock.acquire()
+    try:
+        assert main(["--experiments", "baseline", "--out", str(tmp_path), *TINY]) == 2
+    finally:
+        lock.release()
+    assert "is in use by another study" in capsys.readouterr().err
