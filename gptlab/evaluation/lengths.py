@@ -162,7 +162,7 @@ def evaluate_run(path: Path, factors: list[int], tokens: int | None, device: str
     if n == 0:
         raise LengthError(f"{checkpoint}: {wanted:,} tokens do not fill one sequence of the longest length "
                           f"{max(factors)} x block_size={block_size} = {max(factors) * block_size:,}; "
-                          f"{'raise --tokens' if tokens is not None else 'the validation stream is too short'}")
+                          f"give --tokens {max(factors) * block_size:,} or more (the stream holds {available:,})")
     autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.startswith("cuda")
                 else contextlib.nullcontext())
     results = length_losses(model, source, block_size, factors, tokens=n, device=device, autocast=autocast)

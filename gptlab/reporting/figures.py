@@ -86,7 +86,7 @@ def study_figures(table, out: Path, suffix: str = "") -> list[Path]:
         for y, row in enumerate(variants):
             c = getattr(row, attr)
             if c is None:
-                ax.text(0.02, y, "no interval: fewer than 2 scored runs on a side", va="center", fontsize=8,
+                ax.text(0.02, y, "no interval: fewer than 2 runs with this score on a side", va="center", fontsize=8,
                         color="gray", transform=ax.get_yaxis_transform())
                 continue
             color = "C2" if c.significant and (c.delta < 0) == (attr == "val_vs_baseline") else (

@@ -182,7 +182,7 @@ def plan(study: Study) -> list[PlannedRun]:
     for i in range(study.seeds):
         seed = base_seed + i
         for name in study.experiments:
-            run = plan_run(name, study.preset, study.overrides, seed=seed,
+            run = plan_run(name, study.preset, study.overrides, seed=seed, quiet=True,
                            log_dir=study.root / first[name].experiment.name / seed_dir_name(seed))
             runs.append(PlannedRun(name, seed, run, differences(run, base), unfair[name]))
     check_existing(runs)

@@ -99,10 +99,11 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
 
 
 def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | None = None,
-             max_steps: int | None = None, log_dir: Path | None = None, world_size: int = 1) -> Run:
+             max_steps: int | None = None, log_dir: Path | None = None, world_size: int = 1,
+             quiet: bool = False) -> Run:
     """A run resolved and checked, nothing written: the experiment file, then the preset, then the
     overrides (then seed and max_steps); its log directory log_train/<experiment>/log, or
-    .../seed<N> when a seed is given."""
+    .../seed<N> when a seed is given. quiet: no note of preset fields replacing the file's."""
     exp = load_experiment(experiment)
     parsed = parse_overrides(overrides)
     preset_model, preset_train = PRESETS[preset]
@@ -116,7 +117,7 @@ def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | Non
                                                 preset_train)):
         hidden = [f"{name}={getattr(own, name)!r} (the preset's {value!r})" for name, value in preset_values.items()
                   if getattr(own, name) != getattr(default, name) and getattr(own, name) != value]
-        if hidden:
+        if hidden and not quiet:
             print(f"note: the preset {preset} replaces what {exp.path.name}'s {label} sets: {', '.join(hidden)}; "
                   f"give them as overrides to keep them")
     log_dir = log_dir or LOG_ROOT / exp.name / ("log" if seed is None else seed_dir_name(seed))
