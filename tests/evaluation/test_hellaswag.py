@@ -124,7 +124,7 @@ def assert_logged_hellaswag_is_the_hand_computation(log_dir: Path) -> None:
     assert dict(series["hella_n"])[4] == n == 9
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_hellaswag_in_the_training_loop_scores_as_by_hand(tmp_path):
     assert_logged_hellaswag_is_the_hand_computation(run_with_hellaswag(tmp_path, [sys.executable]))
 

@@ -69,6 +69,7 @@ def test_inference_refuses_what_it_cannot_do_instead_of_clipping(checkpoint, cap
     refused(capsys, ["--inference", str(checkpoint), *args], phrase)
 
 
+@pytest.mark.long
 def test_inference_past_block_size_where_the_position_encoding_allows_it(tmp_path, capsys):
     assert main([*SMOKE, "--experiment", "rope", "--max-steps", "1", "--log-dir", str(tmp_path)]) == 0
     capsys.readouterr()
