@@ -224,14 +224,13 @@ def row_cells(row: Row, base: Row) -> list[str]:
 
 def _lengths(runs: list[dict]) -> str:
     """Mean validation loss at 2x, 4x, 8x the training length (from `gptlab eval-lengths`)."""
-    found = [r["lengths"] for r in runs if isinstance(r.get("lengths"), dict)]
-    if not found:
+    measured = [r for r in runs if isinstance(r.get("lengths"), dict)]
+    if not measured:
         return "-"
-    current = [f for f, r in zip(found, [r for r in runs if isinstance(r.get("lengths"), dict)])
-               if f.get("step") == r.get("step")]
-    if not current:
-        return f"stale (measured at step {found[0].get('step')}; run eval-lengths again)"
-    found, cells = current, []
+    found = [r["lengths"] for r in measured if r["lengths"].get("step") == r.get("step")]  # of the final weights
+    if not found:
+        return f"stale (measured at step {measured[0]['lengths'].get('step')}; run eval-lengths again)"
+    cells = []
     for factor in ("2", "4", "8"):
         values = [f["losses"].get(factor) for f in found if isinstance(f.get("losses"), dict)]
         values = [v for v in values if isinstance(v, (int, float))]
