@@ -16,6 +16,9 @@ import difflib
 from dataclasses import dataclass, fields
 
 
+GPT2_VOCAB = 50257  # tokens of the GPT-2 BPE; vocab_size pads it, and the padded rows are never real tokens
+
+
 class ConfigError(ValueError):
     """A config field has a value that cannot work; the message says which and why."""
 
@@ -28,7 +31,7 @@ def _raise_all(owner: str, problems: list[str]) -> None:
 @dataclass(frozen=True)
 class GPTConfig:
     block_size: int = 1024  # longest sequence the model attends over
-    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 128 for fast matmuls
+    vocab_size: int = 50304  # GPT2_VOCAB padded to a multiple of 128 for fast matmuls
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768

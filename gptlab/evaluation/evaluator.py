@@ -54,7 +54,7 @@ class Evaluator:
     def __call__(self, model, step: int) -> dict:
         was_training = model.training
         model.eval()
-        results = {"val": self.val_loss(self.forward or model)}
+        results = {"val": self.val_loss(model if self.forward is None else self.forward)}
         results.update(self.hellaswag(model))
         if self.ctx.master and self.cfg.num_samples:
             results["samples"] = generate_samples(model, self.cfg.sample_prompt, self.cfg.num_samples,

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gptlab.core.config import COMPONENT_FIELDS, ConfigError, GPTConfig
+from gptlab.core.config import COMPONENT_FIELDS, GPT2_VOCAB, ConfigError, GPTConfig
 from gptlab.modules.attention import Attention, BaseAttention, KVCache
 from gptlab.modules.block import Block, Extras
 from gptlab.modules.mlp import MLP
@@ -141,11 +141,13 @@ class GPT(nn.Module):
         return [KVCache(capacity or self.config.block_size) for _ in self.transformer.h]
 
     @torch.no_grad()
-    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 generator: torch.Generator | None = None, n_vocab: int | None = None) -> Tensor:
         """Continue idx (B, T) by max_new_tokens tokens with the KV cache; temperature 0 is
-        greedy. Past block_size, an encoding without a length limit (sinusoidal, RoPE, ALiBi,
-        none) keeps going: the cache grows and every new token attends over the whole context,
+        greedy. Only the last position's logits are computed, and only the first n_vocab rows
+        are ever chosen (default: GPT-2's 50257 real tokens, not the padding up to vocab_size).
+        Past block_size, an encoding without a length limit (sinusoidal, RoPE, ALiBi, none)
+        keeps going: the cache grows and every new token attends over the whole context,
         longer than any seen in training (no sliding window, no truncation). Learned positions
         are not defined there: such a request is refused."""
         total = idx.size(1) + max_new_tokens
@@ -153,15 +155,16 @@ class GPT(nn.Module):
         if problem:
             raise ValueError(f"prompt ({idx.size(1)} tokens) + max_new_tokens ({max_new_tokens}) = {total} tokens: "
                              f"{problem}; shorten one of them")
+        n_vocab = min(n_vocab or GPT2_VOCAB, self.config.vocab_size)
         was_training = self.training
         self.eval()
         caches = self.new_caches(total)
-        logits = self(idx, caches=caches).logits
-        for step in range(max_new_tokens):
-            next_token = sample_next(logits[:, -1, :], temperature, top_k, generator)
-            idx = torch.cat((idx, next_token), dim=1)
-            if step + 1 < max_new_tokens:
-                logits = self(next_token, caches=caches).logits
+        next_input = idx
+        for _ in range(max_new_tokens):
+            x, _ = self.features(next_input, caches)
+            logits = self.lm_head(x[:, -1, :])[:, :n_vocab]
+            next_input = sample_next(logits, temperature, top_k, generator)
+            idx = torch.cat((idx, next_input), dim=1)
         self.train(was_training)
         return idx
 

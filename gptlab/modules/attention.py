@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from gptlab.core.config import GPTConfig, divisors
 from gptlab.modules.position import PositionEncoding
@@ -52,24 +53,48 @@ class KVCache:
 
 
 def causal_attention(q: Tensor, k: Tensor, v: Tensor, pos_enc: PositionEncoding, q_pos: Tensor,
-                     dropout_p: float = 0.0) -> Tensor:
+                     dropout_p: float = 0.0, scale: float | None = None) -> Tensor:
     """Scaled dot-product attention of q (B, H, Tq, D) over keys at positions 0..Tk-1,
     each query seeing only keys at or before its own position, plus the position
-    encoding's score bias. Uses SDPA's fused causal path whenever it is exact."""
+    encoding's score bias; k and v may have fewer heads than q (GQA). scale: of the scores,
+    default 1/sqrt(D). Uses SDPA's fused causal path whenever it is exact; a full sequence
+    with a bias goes through FlexAttention when compiled on a GPU (the bias is never
+    materialised), and through SDPA with an explicit (H, Tq, Tk) bias otherwise."""
     t_q, t_k = q.size(-2), k.size(-2)
+    gqa = k.size(-3) != q.size(-3)
+    score_mod = pos_enc.score_mod()
+    if score_mod is not None and t_q == t_k and dropout_p == 0.0 and use_flex(q):
+        return flex_causal_attention(q, k, v, score_mod, scale, gqa)
     k_pos = torch.arange(t_k, device=q.device)
     bias = pos_enc.score_bias(q_pos, k_pos)
-    gqa = k.size(-3) != q.size(-3)
     if bias is None and t_q == t_k:  # a full sequence from position 0
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True, scale=scale,
+                                              enable_gqa=gqa)
     if bias is None and t_q == 1:  # one new token sees every cached key
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, enable_gqa=gqa)
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
     future = k_pos[None, :] > q_pos[:, None]
     if bias is None:
         mask = ~future
     else:
         mask = bias.to(q.dtype).masked_fill(future, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, enable_gqa=gqa)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale, enable_gqa=gqa)
+
+
+def use_flex(q: Tensor) -> bool:
+    """FlexAttention only where it is fast and can run backward: compiled, on a GPU."""
+    return q.is_cuda and torch.compiler.is_compiling()
+
+
+def _causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+    return q_idx >= kv_idx
+
+
+def flex_causal_attention(q: Tensor, k: Tensor, v: Tensor, score_mod, scale: float | None = None,
+                          gqa: bool = False) -> Tensor:
+    """Causal attention of a full sequence with `score_mod` added to the scores, by
+    FlexAttention; the causal block mask lets it skip the blocks above the diagonal."""
+    block_mask = create_block_mask(_causal, None, None, q.size(-2), k.size(-2), device=q.device)
+    return flex_attention(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale, enable_gqa=gqa)
 
 
 class Attention(nn.Module):
@@ -215,18 +240,37 @@ class MLAAttention(Attention):
         q = self.wq_b(self.q_norm(self.wq_a(x))) if self.q_lora_rank else self.wq(x)
         q = q.view(B, T, self.n_head, -1).transpose(1, 2)
         q_nope, q_rope = q.split([self.qk_nope_head_dim, self.qk_rope_head_dim], dim=-1)
-        q = torch.cat([q_nope, pos_enc.rotate(q_rope, pos)], dim=-1)
+        q_rope = pos_enc.rotate(q_rope, pos)
 
         c_kv, k_rope = self.wkv_a(x).split([self.kv_lora_rank, self.qk_rope_head_dim], dim=-1)
         c_kv = self.kv_norm(c_kv)  # (B, T, d_c)
         k_rope = pos_enc.rotate(k_rope.unsqueeze(1), pos)  # (B, 1, T, d_h^R), one for all heads
+        dropout = self.dropout if self.training else 0.0
         if cache is not None:
             c_kv, k_rope = cache.append(c_kv, k_rope)
-        t_k = c_kv.size(1)
-        kv = self.wkv_b(c_kv).view(B, t_k, self.n_head, -1).transpose(1, 2)
-        k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
-        k = torch.cat([k_nope, k_rope.expand(B, self.n_head, t_k, -1)], dim=-1)
-
-        y = causal_attention(q, k, v, pos_enc, pos, self.dropout if self.training else 0.0)
+            y = self.latent_attention(q_nope, q_rope, c_kv, k_rope, pos_enc, pos, dropout)
+        else:
+            t_k = c_kv.size(1)
+            kv = self.wkv_b(c_kv).view(B, t_k, self.n_head, -1).transpose(1, 2)
+            k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
+            q, k = torch.cat([q_nope, q_rope], dim=-1), torch.cat([k_nope, k_rope.expand(B, self.n_head, t_k, -1)], dim=-1)
+            y = causal_attention(q, k, v, pos_enc, pos, dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.v_head_dim)
         return self.resid_dropout(self.c_proj(y))
+
+    def latent_attention(self, q_nope: Tensor, q_rope: Tensor, c_kv: Tensor, k_rope: Tensor,
+                         pos_enc: PositionEncoding, pos: Tensor, dropout: float) -> Tensor:
+        """Attention over the cached latent itself (DeepSeek-V2 §2.1.2, the absorbed
+        projections): head h's key is W_UK_h c and its value W_UV_h c, so q_h.k = (W_UK_h^T q_h).c
+        and the weighted sum of values is W_UV_h (sum of weights * c). The queries are taken
+        into the latent space, attend over c_kv (one shared "head", plus the shared rotary
+        key), and the result is taken out by W_UV: the cache is never up-projected.
+        Returns (B, H, T, v_head_dim), what the up-projected path returns."""
+        w_kv = self.wkv_b.weight.view(self.n_head, self.qk_nope_head_dim + self.v_head_dim, self.kv_lora_rank)
+        w_uk, w_uv = w_kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=1)  # (H, d, d_c)
+        q_latent = torch.einsum("bhtd,hdc->bhtc", q_nope, w_uk)
+        latent = c_kv.unsqueeze(1)  # (B, 1, T_k, d_c)
+        y_latent = causal_attention(torch.cat([q_latent, q_rope], dim=-1), torch.cat([latent, k_rope], dim=-1),
+                                    latent, pos_enc, pos, dropout,
+                                    scale=(self.qk_nope_head_dim + self.qk_rope_head_dim) ** -0.5)
+        return torch.einsum("bhtc,hvc->bhtv", y_latent, w_uv)

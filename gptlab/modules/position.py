@@ -70,6 +70,11 @@ class PositionEncoding(nn.Module):
         """An additive (H, Tq, Tk) bias for the attention scores, or None."""
         return None
 
+    def score_mod(self):
+        """The same bias as FlexAttention's score_mod(score, b, h, q_idx, kv_idx) -> score,
+        for the compiled GPU path that never materialises it; None when there is no bias."""
+        return None
+
 
 class LearnedPositionEncoding(PositionEncoding):
     """GPT-2's learned absolute position embedding (`wpe`), added to the token embeddings."""
@@ -205,3 +210,10 @@ class ALiBi(PositionEncoding):
     def score_bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
         distance = (q_pos[:, None] - k_pos[None, :]).to(self.slopes.dtype)
         return -self.slopes[:, None, None] * distance
+
+    def score_mod(self):
+        slopes = self.slopes
+
+        def alibi(score: Tensor, b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+            return score - slopes[h] * (q_idx - kv_idx)
+        return alibi

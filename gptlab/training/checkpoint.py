@@ -26,6 +26,7 @@ from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.core.experiment import Experiment, ExperimentError, experiment_from_record
 from gptlab.files import atomic_write, atomic_write_text, remove_temporaries
 from gptlab.training.distributed import Dist, barrier
+from gptlab.training.state import plain_weights
 
 FORMAT_VERSION = 1
 NAME = re.compile(r"model_(\d{5,})\.pt")
@@ -262,7 +263,7 @@ def model_from_state(state: dict):
     """The GPT a checkpoint's contents describe, with its weights, on the CPU."""
     model = experiment_of(state).build()
     try:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(plain_weights(state["model"]))
     except RuntimeError as e:
         raise CheckpointError(f"the checkpoint's weights do not fit the model its components build now "
                               f"({str(e).splitlines()[-1].strip()[:300]}); a component class changed since the "

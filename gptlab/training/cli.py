@@ -67,7 +67,10 @@ def parser() -> argparse.ArgumentParser:
                    help="continue from a checkpoint; 'auto' (or --resume alone) takes the newest intact one in "
                         "the log directory, or starts the run if there is none")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
-    p.add_argument("--no-compile", action="store_true", help="do not torch.compile the model (it is on CUDA)")
+    compiling = p.add_mutually_exclusive_group()
+    compiling.add_argument("--compile", action="store_true",
+                           help="torch.compile the model on any device (by default only on CUDA, train.compile)")
+    compiling.add_argument("--no-compile", action="store_true", help="do not torch.compile the model")
     p.add_argument("--no-launch", action="store_true",
                    help="on a machine with several GPUs, run one process instead of relaunching under torchrun")
     g = p.add_argument_group("inference")
@@ -283,7 +286,8 @@ def _main(argv: list[str], outcome: dict) -> int:
             run = resolve_run(args, ctx)
             distributed.barrier(ctx)  # every rank has seen the log directory before rank 0 writes to it
             from gptlab.training.trainer import train
-            use_compile = run.train_config.compile and not args.no_compile and ctx.device_type == "cuda"
+            use_compile = args.compile or (run.train_config.compile and not args.no_compile
+                                           and ctx.device_type == "cuda")
             train(run, ctx, compile_model=use_compile)
             if 0 < run.train_config.stop_at < run.train_config.max_steps:
                 outcome["word"] = "stopped"

@@ -13,14 +13,13 @@ from pathlib import Path
 
 import torch
 
-from gptlab.core.config import GPTConfig, TrainingConfig
+from gptlab.core.config import GPT2_VOCAB, GPTConfig, TrainingConfig
 from gptlab.core.experiment import Experiment
 from gptlab.data.tokenizer import gpt2_encoding
 from gptlab.paths import REPO_ROOT
 from gptlab.training.distributed import Dist
 
 
-GPT2_VOCAB = 50257  # tokens of the GPT-2 BPE every data source is tokenised with
 
 
 class TrainingError(RuntimeError):

@@ -28,7 +28,7 @@ class TrainState:
         """Plain data (tensors, numbers, lists, dicts). A collective: every rank's RNG states are
         gathered, so every rank must call it. The data position is the same on every rank."""
         rngs = gather_objects(rng_state(self.ctx.device_type), self.ctx)
-        return {"step": self.step, "bad_steps": self.bad_steps, "model": self.model.state_dict(),
+        return {"step": self.step, "bad_steps": self.bad_steps, "model": plain_weights(self.model.state_dict()),
                 "optimizer": self.optimizer.state_dict(), "loader": self.loader.state_dict(),
                 "rng": [{k: v.cpu() if torch.is_tensor(v) else v for k, v in r.items()} for r in rngs]}
 
@@ -38,7 +38,7 @@ class TrainState:
         step, and a rank the checkpoint did not have takes the RNG state of rank (its rank modulo
         the saved count)."""
         try:
-            self.model.load_state_dict(state["model"])
+            self.model.load_state_dict(plain_weights(state["model"]))
         except RuntimeError as e:
             raise TrainingError(f"the checkpoint's weights do not fit the model the experiment builds now "
                                 f"({str(e).splitlines()[-1].strip()[:300]}); a component class changed since the "
@@ -49,6 +49,19 @@ class TrainState:
         self.step, self.bad_steps = state["step"], state.get("bad_steps", 0)
         rngs = state["rng"]
         set_rng_state(rngs[self.ctx.rank % len(rngs)], self.ctx.device_type)
+
+
+WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # what torch.compile and DDP put before a wrapped model's names
+
+
+def plain_weights(weights: dict) -> dict:
+    """A state dict with the names of the model itself: the prefixes of a compiled or
+    DDP-wrapped model's state dict (written by other tools, or by hand) taken off."""
+    def plain(name: str) -> str:
+        while name.startswith(WRAPPER_PREFIXES):
+            name = name.split(".", 1)[1]
+        return name
+    return {plain(name): value for name, value in weights.items()}
 
 
 def rng_state(device_type: str) -> dict:

@@ -101,14 +101,14 @@ def test_offline_download_reports_why(tmp_path):
     assert path is None and "could not download" in why
 
 
-def run_with_hellaswag(tmp_path, launcher: list[str]) -> Path:
+def run_with_hellaswag(tmp_path, launcher: list[str], *extra: str) -> Path:
     """A smoke run whose evaluations score a hand-made HellaSwag file through the real loop."""
     path = tmp_path / "hs.jsonl"
     path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES * 3))  # 9: two ranks get 5 and 4
     log_dir = tmp_path / "run"
     result = subprocess.run([*launcher, str(REPO_ROOT / "train.py"), "--preset", "smoke", "--max-steps", "4",
                              "train.eval_interval=2", "train.num_samples=0", f"train.hellaswag_file={path}",
-                             "--log-dir", str(log_dir)], capture_output=True, text=True, timeout=300)
+                             "--log-dir", str(log_dir), *extra], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "hella acc_norm" in result.stdout
     return log_dir
@@ -127,6 +127,26 @@ def assert_logged_hellaswag_is_the_hand_computation(log_dir: Path) -> None:
 @pytest.mark.long
 def test_hellaswag_in_the_training_loop_scores_as_by_hand(tmp_path):
     assert_logged_hellaswag_is_the_hand_computation(run_with_hellaswag(tmp_path, [sys.executable]))
+
+
+@pytest.mark.long
+def test_a_compiled_run_evaluates_samples_and_saves_plain_weights(tmp_path):
+    """torch.compile on the CPU (--compile): the training forward and validation compiled,
+    HellaSwag and samples on the model itself; the checkpoint names no _orig_mod. prefix; the
+    losses are the eager run's up to the reordering of float sums."""
+    (tmp_path / "compiled").mkdir(), (tmp_path / "eager").mkdir()
+    compiled = run_with_hellaswag(tmp_path / "compiled", [sys.executable], "--compile", "train.num_samples=1")
+    assert_logged_hellaswag_is_the_hand_computation(compiled)
+    lines = (compiled / "log.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines if line.split()[1:2] == ["sample"]] == ["0", "2", "4"]
+    state = torch.load(compiled / "model_00004.pt", weights_only=True)
+    assert not [name for name in state["model"] if "_orig_mod" in name or name.startswith("module.")]
+    eager = read_log(run_with_hellaswag(tmp_path / "eager", [sys.executable]) / "log.txt")
+    series = read_log(compiled / "log.txt")
+    for key in ("train", "val"):
+        assert [s for s, _ in series[key]] == [s for s, _ in eager[key]]
+        for (_, a), (_, b) in zip(series[key], eager[key]):
+            assert a == pytest.approx(b, abs=1e-4)
 
 
 @pytest.mark.long

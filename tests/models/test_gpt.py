@@ -61,6 +61,32 @@ def test_cached_logits_equal_full_forward_logits(experiment_name):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
 
 
+def test_generation_computes_the_logits_of_the_last_position_only():
+    model = tiny_model("baseline")
+    widths = []
+    model.lm_head.register_forward_hook(lambda module, args, out: widths.append(tuple(args[0].shape[:-1])))
+    model.generate(torch.randint(0, 97, (2, 7)), max_new_tokens=4)
+    assert widths == [(2,)] * 4  # one row per sequence, the prompt's included
+
+
+def test_generation_never_samples_the_padded_vocabulary_rows():
+    """GPT-2's 50257 tokens padded to 50304: the 47 padding rows are no token. Their logits
+    are made the largest here, and neither greedy nor sampling may pick them."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(**{**TINY, "vocab_size": 50304})).eval()
+    with torch.no_grad():
+        model.lm_head.weight[50257:] = 0
+        model.lm_head.bias = None
+        model.transformer.ln_f.bias.fill_(1.0)
+        model.lm_head.weight[50257:, :] = 10.0  # a large positive logit for every padded row
+    assert model(torch.zeros(1, 1, dtype=torch.long)).logits[0, -1].argmax() >= 50257
+    for temperature in (0, 1.0):
+        out = model.generate(torch.zeros(3, 2, dtype=torch.long), 8, temperature=temperature)
+        assert out.max() < 50257
+    small = tiny_model("baseline")
+    assert small.generate(torch.zeros(4, 1, dtype=torch.long), 10, n_vocab=5).max() < 5
+
+
 def test_learned_positions_refuse_sequences_past_block_size():
     model = tiny_model("baseline")
     with pytest.raises(ValueError, match="learned positions are not defined past block_size=32"):

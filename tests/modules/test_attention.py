@@ -86,6 +86,39 @@ def test_mla_cached_latent_path_equals_uncached(q_lora_rank):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_mla_decoding_never_up_projects_the_cache():
+    """DeepSeek-V2's absorbed projections: with a cache, wkv_b's weight is used as a matrix
+    on the queries and outputs, and the module itself (the up-projection of the latent) is
+    never called."""
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=16, n_embd=32, n_head=4)
+    attn, rope = MLAAttention(config), RoPE(config, MLAAttention.rotary_dim(config))
+    calls = []
+    attn.wkv_b.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    cache, x = KVCache(16), torch.randn(1, 6, 32)
+    attn(x[:, :5], rope, torch.arange(5), cache)
+    attn(x[:, 5:], rope, torch.arange(5, 6), cache)
+    assert calls == []
+    attn(x, rope, torch.arange(6))  # training: the up-projected path, one call
+    assert calls == [torch.Size([1, 6, config.mla_dims()[0]])]
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_alibi_by_flex_attention_equals_the_explicit_bias():
+    """The compiled GPU path (FlexAttention with ALiBi as a score_mod and a causal block
+    mask) against SDPA with the materialised bias; run eagerly here, without gradients, as
+    FlexAttention allows on a CPU."""
+    from gptlab.modules.attention import causal_attention, flex_causal_attention
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=300, n_embd=48, n_head=6)
+    alibi = ALiBi(config, 8)
+    for n_kv_head in (6, 2):
+        q, k, v = torch.randn(2, 6, 300, 8), torch.randn(2, n_kv_head, 300, 8), torch.randn(2, n_kv_head, 300, 8)
+        with torch.no_grad():
+            flex = flex_causal_attention(q, k, v, alibi.score_mod(), gqa=n_kv_head != 6)
+        torch.testing.assert_close(flex, causal_attention(q, k, v, alibi, torch.arange(300)), atol=1e-5, rtol=1e-5)
+
+
 def test_mla_cache_holds_latent_and_rope_key_only():
     config = GPTConfig(block_size=16, n_embd=32, n_head=4, kv_lora_rank=24, qk_rope_head_dim=6)
     attn, cache = MLAAttention(config), KVCache(16)

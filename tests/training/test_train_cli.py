@@ -209,6 +209,11 @@ def test_load_model_finds_gptlab_classes_without_running_the_experiment_file(tmp
     assert type(model.transformer.wpe).__name__ == "RoPE" and not model.training
     for name, tensor in state["model"].items():
         assert torch.equal(model.state_dict()[name], tensor)
+    # the weights of a compiled model's state dict, as other tools write them, load too
+    state["model"] = {f"_orig_mod.{name}": tensor for name, tensor in state["model"].items()}
+    ckpt.save_checkpoint(tmp_path / "compiled.pt", state)
+    for name, tensor in load_model(tmp_path / "compiled.pt").state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor)
 
 
 @pytest.mark.slow
