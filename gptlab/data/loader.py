@@ -75,3 +75,47 @@ class TokenLoader:
                             f"of {state['T']}, this run reads {self.tokens_per_step} in sequences of {self.T}; resume "
                             f"with the same total_batch_size and sequence_length")
         self.shard, self.position, self.micro, self.epoch = state["shard"], state["position"], state["micro"], state["epoch"]
+
+
+class DeviceBatches:
+    """A TokenLoader's batches on the device. On a GPU the next batch is read, put in pinned
+    memory and copied without blocking as soon as the current one is handed out, so the copy
+    overlaps the step's compute; elsewhere each batch is read when asked for. The position
+    (`state_dict`) is the loader's before the batch waiting here: a checkpoint never skips it."""
+
+    def __init__(self, loader: TokenLoader, device: str | torch.device, ahead: bool | None = None):
+        self.loader, self.device = loader, torch.device(device)
+        self.pinned = self.device.type == "cuda"
+        self.ahead = self.pinned if ahead is None else ahead
+        self.pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.pending_from: dict | None = None  # the loader's position before the pending batch
+
+    def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.ahead:
+            x, y = self.loader.next_batch()
+            return x.to(self.device), y.to(self.device)
+        batch = self.pending if self.pending is not None else self._load()
+        self.pending_from = self.loader.state_dict()
+        self.pending = self._load()
+        return batch
+
+    def _load(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.loader.next_batch()
+        if not self.pinned:
+            return x.to(self.device), y.to(self.device)
+        return (x.pin_memory().to(self.device, non_blocking=True),
+                y.pin_memory().to(self.device, non_blocking=True))
+
+    def _drop_pending(self) -> None:
+        self.pending = self.pending_from = None
+
+    def reset(self) -> None:
+        self._drop_pending()
+        self.loader.reset()
+
+    def state_dict(self) -> dict:
+        return self.pending_from if self.pending is not None else self.loader.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self._drop_pending()
+        self.loader.load_state_dict(state)

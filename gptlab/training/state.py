@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from gptlab.data.loader import TokenLoader
+from gptlab.data.loader import DeviceBatches, TokenLoader
 from gptlab.training.distributed import Dist, gather_objects
 from gptlab.training.run import TrainingError
 
@@ -19,7 +19,7 @@ from gptlab.training.run import TrainingError
 class TrainState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    loader: TokenLoader
+    loader: TokenLoader | DeviceBatches
     ctx: Dist
     step: int = 0  # the next optimizer step to take
     bad_steps: int = 0  # consecutive non-finite steps so far

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from gptlab.data.loader import DeviceBatches
 from gptlab.data.sources import open_data
 from gptlab.evaluation.evaluator import Evaluator
 from gptlab.training import checkpoint as ckpt
@@ -40,7 +41,8 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
     same_data = run.resume_state is None or ckpt.check_same_data(run.resume_state, data.fingerprint, run)
     model = run.experiment.build(run.model_config).to(device)
     optimizer = build_optimizer(model, cfg, ctx.device_type)
-    state = TrainState(model, optimizer, data.train, ctx)
+    batches = DeviceBatches(data.train, device)
+    state = TrainState(model, optimizer, batches, ctx)
     resumed_at = run.resume_state["step"] if run.resume_state is not None else None
     if resumed_at is not None and resumed_at >= cfg.max_steps:
         if ctx.master:
@@ -57,7 +59,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         _log_start(run, metrics, description, resumed_at)
     metrics.update_record(resumed_at or 0)
     try:
-        return _train_loop(run, ctx, state, metrics, checkpointer, model, optimizer, data, same_data,
+        return _train_loop(run, ctx, state, metrics, checkpointer, model, optimizer, data, batches, same_data,
                            compile_model, resumed_at, stop)
     except Preempted as e:
         metrics.update_record(state.step, "stopped", f"preempted: {e}")
@@ -71,7 +73,8 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
 
 
 def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkpointer, model, optimizer, data,
-                same_data: bool, compile_model: bool, resumed_at: int | None, stop: int) -> Path | None:
+                batches: DeviceBatches, same_data: bool, compile_model: bool, resumed_at: int | None,
+                stop: int) -> Path | None:
     cfg, device = run.train_config, ctx.device
     accum = grad_accum_steps(cfg, ctx.world_size)
     compiled = torch.compile(model) if compile_model else model
@@ -83,7 +86,7 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
         state.load_state_dict(run.resume_state)
         run.resume_state = None  # the weights are in the model now; free the CPU copy
         if not same_data:
-            data.train.reset()
+            batches.reset()
             metrics.print("the data differs from the checkpoint's (train.allow_data_change): reading it from its start")
     last_checkpoint, started = run.resume, time.perf_counter()
 
@@ -120,8 +123,7 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
             data_time = 0.0
             for micro_step in range(accum):
                 t_data = time.perf_counter()
-                x, y = data.train.next_batch()
-                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                x, y = batches.next_batch()
                 data_time += time.perf_counter() - t_data
                 # DDP averages gradients over ranks only on the last micro-step
                 defer_sync = ctx.ddp and micro_step < accum - 1

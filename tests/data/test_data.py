@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
+import torch
 
 from gptlab.data import embedded
 from gptlab.data.fineweb import read_progress, tokenize, write_shards
-from gptlab.data.loader import TokenLoader
+from gptlab.data.loader import DeviceBatches, TokenLoader
 from gptlab.data.shards import DataError, list_shards, load_shard
 from gptlab.data.tokenizer import EOT, gpt2_encoding
 
@@ -85,6 +86,28 @@ def test_loader_position_round_trips_across_shards():
         assert np.array_equal(a.next_batch()[0].numpy(), b.next_batch()[0].numpy())
     with pytest.raises(DataError, match="same total_batch_size"):
         TokenLoader(shards, B=2, T=8, rank=0, world_size=1).load_state_dict(a.state_dict())
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_device_batches_read_ahead_without_moving_the_saved_position(ahead):
+    """Reading one batch ahead (the GPU path, run here on the CPU) hands out the loader's
+    batches in order, and its position is that of the batches handed out: a checkpoint taken
+    between two batches resumes at the next one, not after the one waiting."""
+    shards = [np.arange(1000, dtype=np.uint16), np.arange(2000, 2700, dtype=np.uint16)]
+    plain, batches = TokenLoader(shards, B=2, T=8, accum=2), DeviceBatches(TokenLoader(shards, B=2, T=8, accum=2),
+                                                                            "cpu", ahead=ahead)
+    saved = None
+    for i in range(90):  # past the end of both shards: the stream starts over
+        x, y = batches.next_batch()
+        px, py = plain.next_batch()
+        assert torch.equal(x, px) and torch.equal(y, py)
+        assert batches.state_dict() == plain.state_dict()
+        if i == 40:
+            saved = batches.state_dict()
+    batches.load_state_dict(saved)
+    plain.load_state_dict(saved)
+    for _ in range(5):
+        assert torch.equal(batches.next_batch()[0], plain.next_batch()[0])
 
 
 def test_every_step_reads_the_same_tokens_whatever_the_ranks_and_micro_batches():
