@@ -4,6 +4,7 @@
     gptlab study ...                 experiments over seeds, trained fairly, then the report
     gptlab report [DIR ...]          compare runs: a table (Markdown, CSV, JSON) and figures
     gptlab eval-lengths CKPT|DIR     validation loss at 1x, 2x, 4x, 8x the training length
+    gptlab bench                     training and generation speed of every experiment, beside a plain GPT-2
     gptlab check EXPERIMENT          build and call the experiment's components on a tiny input
 
 Each takes --help.
@@ -51,6 +52,7 @@ def _command(module: str):
 
 COMMANDS = {"train": _command("gptlab.training.cli"), "study": _command("gptlab.study.cli"),
             "report": _command("gptlab.reporting.report"), "eval-lengths": _command("gptlab.evaluation.lengths"),
+            "bench": _command("gptlab.bench.cli"),
             "check": check}
 
 

@@ -1,0 +1,5 @@
+import sys
+
+from gptlab.bench.cli import main
+
+sys.exit(main())
