@@ -94,13 +94,11 @@ def run_size(label: str, size: dict, args, device: torch.device, dtype: torch.dt
     notes: list[str] = []
     contenders = contenders_for(args.experiments, size, notes)
     autocast = steps.autocast_for(device, dtype)
-    measured = peak.matmul_peak(device, dtype)
+    before = peak.matmul_peak(device, dtype)
     sheet = peak.data_sheet_peak(device, dtype)
     tokens_per_step = size["batch"] * size["seq_len"]
     say(f"\n## size {label}: n_layer {size['n_layer']}, n_head {size['n_head']}, n_embd {size['n_embd']}, "
         f"vocab {size['vocab_size']}, T {size['seq_len']}, B {size['batch']} ({tokens_per_step:,} tokens a step)")
-    say(f"matmul peak, measured: {flops_text(measured['flops'])} ({measured['dtype']}, {measured['n']}^3)"
-        + (f"; {sheet['source']}: {flops_text(sheet['flops'])}" if sheet else "; no data-sheet peak for this device"))
     tokens = steps.random_tokens(size["vocab_size"], 8 * tokens_per_step + 1)
     warmup = args.warmup if args.warmup is not None else (3 if args.compile else 1)
     for c in contenders:
@@ -117,6 +115,13 @@ def run_size(label: str, size: dict, args, device: torch.device, dtype: torch.dt
         progress(f"warmed up {c.name}")
     steps.run_interleaved(contenders, device, autocast, args.steps,
                           on_round=lambda r: progress(f"round {r + 1} of {args.steps} timed"))
+    # the peak is measured before the models and again after them, and the higher taken: a
+    # machine busy elsewhere during one measurement must not make MFU look better than it is
+    after = peak.matmul_peak(device, dtype)
+    measured = {**max(before, after, key=lambda m: m["flops"]), "before": before["flops"], "after": after["flops"]}
+    say(f"matmul peak, measured: {flops_text(measured['flops'])} ({measured['dtype']}, {measured['n']}^3; "
+        f"{flops_text(before['flops'])} before the steps, {flops_text(after['flops'])} after)"
+        + (f"; {sheet['source']}: {flops_text(sheet['flops'])}" if sheet else "; no data-sheet peak for this device"))
     rows = [c.result(tokens_per_step, measured, sheet) for c in contenders]
     if not args.no_generation:
         for c, row in zip(contenders, rows):

@@ -110,6 +110,7 @@ class TrainingConfig:
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
     seed: int = 1337
     compile: bool = True  # torch.compile on CUDA
+    dtype: str = "auto"  # autocast: "auto" (bfloat16 on CUDA, float32 elsewhere), "bf16" (on any device), "fp32"
     data: str = "auto"  # "auto" (FineWeb-Edu shards if prepared, else embedded), "fineweb", "embedded"
     data_dir: str = ""  # FineWeb-Edu shards; "" = <repo>/data/edu_fineweb10B
     allow_data_change: bool = False  # resume on data other than the checkpoint's (the stream starts over)
@@ -129,6 +130,9 @@ class TrainingConfig:
                             f"{self.sequence_length}; validation scores whole sequences")
         if self.max_lr <= 0:
             problems.append(f"max_lr={self.max_lr} must be positive")
+        if self.dtype not in ("auto", "bf16", "fp32"):
+            problems.append(f"dtype={self.dtype!r} must be one of 'auto' (bfloat16 autocast on CUDA, float32 "
+                            f"elsewhere), 'bf16', 'fp32'")
         if not 0 <= self.min_lr_ratio <= 1:
             problems.append(f"min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
         for name in ("beta1", "beta2"):

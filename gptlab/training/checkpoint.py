@@ -205,7 +205,8 @@ def check_resumable(state: dict, run) -> None:
             problems.append(f"{slot} was {saved_exp.get(slot)}, now {name}")
     for label, saved, current, allowed in (("model", state["model_config"], run.model_config, set()),
                                            ("train", state["training_config"], run.train_config, RESUMABLE_CHANGES)):
-        now = dataclasses.asdict(current)
+        now, default = dataclasses.asdict(current), dataclasses.asdict(type(current)())
+        saved = {**{k: v for k, v in default.items() if k not in saved}, **saved}  # a field added since: its default
         for key in sorted(set(saved) | set(now)):
             if key not in allowed and saved.get(key) != now.get(key):
                 problems.append(f"{label}.{key} was {saved.get(key)!r}, now {now.get(key)!r}")

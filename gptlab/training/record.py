@@ -48,7 +48,8 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
         "kv_cache_bytes_per_token": header.get("kv_cache_bytes_per_token"),
         "device": environment.get("device"),
         "world_size": header.get("batch", {}).get("processes"),
-        "dtype": "bfloat16 autocast" if on_gpu else "float32",
+        "dtype": "bfloat16 autocast" if train_cfg.get("dtype") == "bf16" or (on_gpu and train_cfg.get("dtype", "auto")
+                                                                                == "auto") else "float32",
         "seed": train_cfg.get("seed"),
         "git_commit": environment.get("git_commit"),
         "data_fingerprint": header.get("data_fingerprint"),

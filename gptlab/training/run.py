@@ -3,6 +3,7 @@ description of it that the log header and every checkpoint record, built once.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -42,6 +43,19 @@ class Run:
         """What logs and checkpoints record of the experiment: name, file, preset, class names."""
         exp = self.experiment
         return {"name": exp.name, "path": str(exp.path), "preset": self.preset, **exp.class_names()}
+
+
+def autocast_dtype(train: TrainingConfig, device_type: str) -> torch.dtype | None:
+    """The dtype train.dtype asks the forward passes to autocast to on this device, or None
+    (float32 throughout)."""
+    if train.dtype == "bf16" or (train.dtype == "auto" and device_type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast_context(train: TrainingConfig, device_type: str):
+    dtype = autocast_dtype(train, device_type)
+    return torch.autocast(device_type=device_type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def grad_accum_steps(train: TrainingConfig, world_size: int) -> int:

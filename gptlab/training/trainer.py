@@ -23,7 +23,7 @@ from gptlab.training.metrics import Metrics
 from gptlab.training.optim import build_optimizer, learning_rate
 from gptlab.training.preemption import Preempted, Preemption
 from gptlab.training.record import RunRecord
-from gptlab.training.run import Run, TrainingError, describe, grad_accum_steps
+from gptlab.training.run import Run, TrainingError, autocast_context, describe, grad_accum_steps
 from gptlab.training.state import TrainState
 
 
@@ -79,8 +79,7 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
     accum = grad_accum_steps(cfg, ctx.world_size)
     compiled = torch.compile(model) if compile_model else model
     run_model = DDP(compiled, device_ids=[ctx.local_rank] if ctx.device_type == "cuda" else None) if ctx.ddp else compiled
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if ctx.device_type == "cuda"
-                else contextlib.nullcontext())
+    autocast = autocast_context(cfg, ctx.device_type)
     evaluate = Evaluator(cfg, data.val, ctx, autocast, forward=compiled)
     if run.resume_state is not None:  # last, so that nothing in the set-up draws from the restored RNG
         state.load_state_dict(run.resume_state)

@@ -29,6 +29,7 @@ def refused(capsys, argv, *phrases):
     ("train.sample_length=0", "sample_length=0 generates nothing"),
     ("train.sample_prompt=" + "word " * 80, "is longer than block_size=64"),
     ("model.vocab_size=1000", "vocab_size=1000 is below the GPT-2 tokenizer's 50,257 tokens"),
+    ("train.dtype=fp16", "dtype='fp16' must be one of 'auto'"),
 ])
 def test_a_run_that_could_not_start_is_refused_before_anything_is_written(tmp_path, capsys, override, phrase):
     refused(capsys, [*SMOKE, "train.num_samples=2", "--log-dir", str(tmp_path / "log"), override], phrase)

@@ -1,5 +1,6 @@
 """train.py end to end: real runs of the smoke preset in temporary directories."""
 
+import json
 import os
 import socket
 import subprocess
@@ -194,6 +195,22 @@ def test_extra_losses_reach_the_log_and_validation_stays_cross_entropy(tmp_path,
     with pytest.raises(CheckpointError, match="ReportingMLP was defined in the experiment file .*reporting.py, "
                                               "which no longer exists"):
         load_model(log_dir / "model_00003.pt")
+
+
+@pytest.mark.slow
+def test_bf16_autocast_on_the_cpu_trains_close_to_float32(tmp_path):
+    """train.dtype=bf16 autocasts on any device: the losses follow float32's to bf16's
+    precision (not bitwise), and the record says which dtype the run used."""
+    runs = {}
+    for dtype in ("fp32", "bf16"):
+        assert main(["--preset", "smoke", "--max-steps", "3", "train.eval_interval=3", "train.num_samples=0",
+                     *OFFLINE, f"train.dtype={dtype}", "--log-dir", str(tmp_path / dtype)]) == 0
+        runs[dtype] = read_log(tmp_path / dtype / "log.txt")
+    for key in ("train", "val"):
+        ours, reference = [v for _, v in runs["bf16"][key]], [v for _, v in runs["fp32"][key]]
+        assert ours != reference and ours == pytest.approx(reference, abs=0.05)
+    assert json.loads((tmp_path / "bf16" / "run.json").read_text())["dtype"] == "bfloat16 autocast"
+    assert json.loads((tmp_path / "fp32" / "run.json").read_text())["dtype"] == "float32"
 
 
 @pytest.mark.slow
