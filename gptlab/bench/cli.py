@@ -122,6 +122,12 @@ def run_size(label: str, size: dict, args, device: torch.device, dtype: torch.dt
     say(f"matmul peak, measured: {flops_text(measured['flops'])} ({measured['dtype']}, {measured['n']}^3; "
         f"{flops_text(before['flops'])} before the steps, {flops_text(after['flops'])} after)"
         + (f"; {sheet['source']}: {flops_text(sheet['flops'])}" if sheet else "; no data-sheet peak for this device"))
+    if dtype != torch.float32:
+        fp32 = peak.matmul_peak(device, torch.float32, seconds=0.3)
+        if fp32["flops"] > measured["flops"]:
+            notes.append(f"{measured['dtype']} matrix multiplies run at {flops_text(measured['flops'])} here against "
+                         f"{flops_text(fp32['flops'])} in float32 (no native {measured['dtype']} instructions): "
+                         f"autocast slows this device down; use --dtype fp32")
     rows = [c.result(tokens_per_step, measured, sheet) for c in contenders]
     if not args.no_generation:
         for c, row in zip(contenders, rows):

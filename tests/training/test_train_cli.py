@@ -197,7 +197,7 @@ def test_extra_losses_reach_the_log_and_validation_stays_cross_entropy(tmp_path,
         load_model(log_dir / "model_00003.pt")
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_bf16_autocast_on_the_cpu_trains_close_to_float32(tmp_path):
     """train.dtype=bf16 autocasts on any device: the losses follow float32's to bf16's
     precision (not bitwise), and the record says which dtype the run used."""
