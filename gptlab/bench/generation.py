@@ -8,6 +8,7 @@ import time
 import torch
 
 from gptlab.bench.peak import synchronize
+from gptlab.core.config import GPT2_VOCAB
 from gptlab.models.gpt import GPT
 
 
@@ -33,7 +34,7 @@ def measure_generation(model: GPT, device: torch.device, autocast, prompt_len: i
     """Tokens/s of cached and uncached greedy generation of one sequence, after a warm-up of
     each; the KV cache's bytes per token in `dtype` (all layers)."""
     model.eval()
-    prompt = torch.randint(0, min(model.config.vocab_size, 50257), (1, prompt_len),
+    prompt = torch.randint(0, min(model.config.vocab_size, GPT2_VOCAB), (1, prompt_len),
                            generator=torch.Generator().manual_seed(0)).to(device)
     with autocast:
         model.generate(prompt, 2, temperature=0)

@@ -90,7 +90,7 @@ def warm_up(c: Contender, device: torch.device, autocast, steps: int, resident: 
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         train_step(c, device, autocast)
-    if device.type == "cuda":
+    if device.type == "cuda" and steps:
         c.peak_memory = torch.cuda.max_memory_allocated(device) - resident
 
 
