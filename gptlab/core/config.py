@@ -19,6 +19,12 @@ from dataclasses import dataclass, fields
 GPT2_VOCAB = 50257  # tokens of the GPT-2 BPE; vocab_size pads it, and the padded rows are never real tokens
 
 
+def autocasts_to_bf16(dtype: str, device_type: str) -> bool:
+    """Whether TrainingConfig.dtype (`auto`, `bf16`, `fp32`) autocasts to bfloat16 on this
+    kind of device: `bf16` everywhere, `auto` on CUDA only."""
+    return dtype == "bf16" or (dtype == "auto" and device_type == "cuda")
+
+
 class ConfigError(ValueError):
     """A config field has a value that cannot work; the message says which and why."""
 

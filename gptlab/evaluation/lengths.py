@@ -37,6 +37,7 @@ from gptlab.files import DirectoryLock, atomic_write_text
 from gptlab.training.checkpoint import (NAME, CheckpointError, experiment_of, latest_checkpoint, list_checkpoints,
                                         load_checkpoint, model_from_state, verify)
 from gptlab.training.distributed import DeviceError, check_device, default_device
+from gptlab.training.run import autocast_context
 
 FACTORS = (1, 2, 4, 8)
 DEFAULT_TOKENS = 1_048_576  # where the run's config names no val_tokens
@@ -163,8 +164,7 @@ def evaluate_run(path: Path, factors: list[int], tokens: int | None, device: str
         raise LengthError(f"{checkpoint}: {wanted:,} tokens do not fill one sequence of the longest length "
                           f"{max(factors)} x block_size={block_size} = {max(factors) * block_size:,}; "
                           f"give --tokens {max(factors) * block_size:,} or more (the stream holds {available:,})")
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if device.startswith("cuda")
-                else contextlib.nullcontext())
+    autocast = autocast_context(experiment_of(state).training_config, torch.device(device).type)  # as trained
     results = length_losses(model, source, block_size, factors, tokens=n, device=device, autocast=autocast)
     step = state["step"]
     print(f"{checkpoint}: experiment {state['experiment']['name']}, step {step}, block_size {block_size}, "

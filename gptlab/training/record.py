@@ -18,6 +18,7 @@ import statistics
 import time
 from pathlib import Path
 
+from gptlab.core.config import autocasts_to_bf16
 from gptlab.files import DirectoryLock, atomic_write_text
 from gptlab.training.logger import read_header, read_log
 
@@ -48,8 +49,8 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
         "kv_cache_bytes_per_token": header.get("kv_cache_bytes_per_token"),
         "device": environment.get("device"),
         "world_size": header.get("batch", {}).get("processes"),
-        "dtype": "bfloat16 autocast" if train_cfg.get("dtype") == "bf16" or (on_gpu and train_cfg.get("dtype", "auto")
-                                                                                == "auto") else "float32",
+        "dtype": ("bfloat16 autocast" if autocasts_to_bf16(train_cfg.get("dtype", "auto"), "cuda" if on_gpu else "cpu")
+                  else "float32"),
         "seed": train_cfg.get("seed"),
         "git_commit": environment.get("git_commit"),
         "data_fingerprint": header.get("data_fingerprint"),

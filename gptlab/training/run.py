@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from gptlab.core.config import GPT2_VOCAB, GPTConfig, TrainingConfig
+from gptlab.core.config import GPT2_VOCAB, GPTConfig, TrainingConfig, autocasts_to_bf16
 from gptlab.core.experiment import Experiment
 from gptlab.data.tokenizer import gpt2_encoding
 from gptlab.paths import REPO_ROOT
@@ -45,17 +45,11 @@ class Run:
         return {"name": exp.name, "path": str(exp.path), "preset": self.preset, **exp.class_names()}
 
 
-def autocast_dtype(train: TrainingConfig, device_type: str) -> torch.dtype | None:
-    """The dtype train.dtype asks the forward passes to autocast to on this device, or None
-    (float32 throughout)."""
-    if train.dtype == "bf16" or (train.dtype == "auto" and device_type == "cuda"):
-        return torch.bfloat16
-    return None
-
-
 def autocast_context(train: TrainingConfig, device_type: str):
-    dtype = autocast_dtype(train, device_type)
-    return torch.autocast(device_type=device_type, dtype=dtype) if dtype else contextlib.nullcontext()
+    """The autocast train.dtype asks the forward passes for on this device (a no-op for float32)."""
+    if autocasts_to_bf16(train.dtype, device_type):
+        return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def grad_accum_steps(train: TrainingConfig, world_size: int) -> int:

@@ -75,10 +75,8 @@ def test_generation_never_samples_the_padded_vocabulary_rows():
     torch.manual_seed(0)
     model = GPT(GPTConfig(**{**TINY, "vocab_size": 50304})).eval()
     with torch.no_grad():
-        model.lm_head.weight[50257:] = 0
-        model.lm_head.bias = None
-        model.transformer.ln_f.bias.fill_(1.0)
-        model.lm_head.weight[50257:, :] = 10.0  # a large positive logit for every padded row
+        model.transformer.ln_f.bias.fill_(1.0)  # every hidden state gets a positive part...
+        model.lm_head.weight[50257:, :] = 10.0  # ...that gives every padded row a large logit
     assert model(torch.zeros(1, 1, dtype=torch.long)).logits[0, -1].argmax() >= 50257
     for temperature in (0, 1.0):
         out = model.generate(torch.zeros(3, 2, dtype=torch.long), 8, temperature=temperature)
