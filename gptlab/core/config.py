@@ -49,7 +49,15 @@ class GPTConfig:
     qk_nope_head_dim: int = 0  # the non-rotary part of q and k; 0 = d_h
     v_head_dim: int = 0  # 0 = d_h
     rope_theta: float = 10000.0
-    mlp_hidden: int = 0  # 0 = 4 * n_embd, or 8/3 * n_embd for gated MLPs (parameter-matched)
+    mlp_hidden: int = 0  # 0 = 4 * n_embd, or 8/3 * n_embd for gated MLPs (parameter-matched); per expert in MoE
+    # mixture of experts (gptlab.modules.moe): routed experts, each an MLP of mlp_hidden
+    n_experts: int = 8
+    moe_top_k: int = 2  # experts per token; 1 is the Switch Transformer's routing
+    moe_capacity_factor: float = 1.25  # tokens an expert takes per step in training, x (tokens * top_k / n_experts); 0 = no limit
+    moe_jitter: float = 0.0  # router input noise in training, x ~ U(1 - eps, 1 + eps) (Switch used 0.01)
+    moe_balance_weight: float = 0.01  # the load-balancing loss's weight (Switch Transformer's alpha)
+    moe_z_weight: float = 0.0  # the router z-loss's weight (ST-MoE used 0.001); 0 = off
+    init: str = "gpt2"  # initialisation scheme: "gpt2" or "small" (see gptlab.models.init)
     bias: bool = True  # biases in Linear layers and LayerNorm, as GPT-2
     dropout: float = 0.0
 
@@ -67,6 +75,19 @@ class GPTConfig:
                             f"choose n_head among {divisors(self.n_embd)}")
         if not 0.0 <= self.dropout < 1.0:
             problems.append(f"dropout={self.dropout} must be in [0, 1)")
+        if self.n_experts < 1 or not 1 <= self.moe_top_k <= self.n_experts:
+            problems.append(f"n_experts={self.n_experts}, moe_top_k={self.moe_top_k}: need at least one expert and "
+                            f"1 <= moe_top_k <= n_experts")
+        if not 0.0 <= self.moe_jitter < 1.0:
+            problems.append(f"moe_jitter={self.moe_jitter} must be in [0, 1)")
+        for name in ("moe_capacity_factor", "moe_balance_weight", "moe_z_weight"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be 0 or more")
+        from gptlab.models.init import INIT_SCHEMES
+        if self.init not in INIT_SCHEMES:
+            close = difflib.get_close_matches(self.init, INIT_SCHEMES, n=1)
+            problems.append(f"init={self.init!r} is not a scheme; {f'did you mean {close[0]!r}? ' if close else ''}"
+                            f"the schemes are {', '.join(INIT_SCHEMES)} (gptlab.models.init)")
         _raise_all("GPTConfig", problems)
 
     @property
@@ -83,7 +104,8 @@ class GPTConfig:
 
 # fields only some components read; each such component names them in its `config_fields`
 COMPONENT_FIELDS = ("n_kv_head", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
-                    "v_head_dim", "rope_theta", "mlp_hidden")
+                    "v_head_dim", "rope_theta", "mlp_hidden", "n_experts", "moe_top_k", "moe_capacity_factor",
+                    "moe_jitter", "moe_balance_weight", "moe_z_weight")
 
 
 @dataclass(frozen=True)

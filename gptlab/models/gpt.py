@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptlab.core.config import COMPONENT_FIELDS, GPT2_VOCAB, ConfigError, GPTConfig
+from gptlab.models.init import init_weights
 from gptlab.modules.attention import Attention, BaseAttention, KVCache
 from gptlab.modules.block import Block, Extras
 from gptlab.modules.mlp import MLP
@@ -74,17 +74,7 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):  # scaled init of residual projections (GPT-2 paper §2.3)
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
-
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        init_weights(self, config)  # config.init: GPT-2's by default
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Every distinct parameter element: the tied wte/lm_head matrix once, learned
@@ -94,6 +84,11 @@ class GPT(nn.Module):
         if non_embedding:
             total -= self.transformer.wte.weight.numel() + sum(p.numel() for p in self.transformer.wpe.parameters())
         return total
+
+    def active_params(self) -> int:
+        """Parameters one token's forward pass uses: num_params() less what its components
+        leave unused (`inactive_params()`: a mixture of experts' unchosen experts)."""
+        return self.num_params() - sum(m.inactive_params() for m in self.modules() if hasattr(m, "inactive_params"))
 
     def flops_per_token(self, seq_len: int) -> int:
         """Training FLOPs per token, forward and backward, component by component (see

@@ -2,13 +2,15 @@
 
 from torch.nn import LayerNorm
 
-from gptlab.modules.attention import Attention, BaseAttention, GQAAttention, KVCache, MLAAttention, MQAAttention
+from gptlab.modules.attention import (Attention, BaseAttention, GQAAttention, KVCache, MLAAttention, MQAAttention,
+                                     QKNormAttention)
 from gptlab.modules.block import Block, Extras
 from gptlab.modules.mlp import GEGLU, MLP, ReLUMLP, SiLUMLP, SwiGLU
+from gptlab.modules.moe import MoE, SwiGLUMoE
 from gptlab.modules.norm import RMSNorm
-from gptlab.modules.position import (ALiBi, LearnedPositionEncoding, PositionEncoding, RoPE,
+from gptlab.modules.position import (ALiBi, LearnedPositionEncoding, NoPE, PositionEncoding, RoPE,
                                      SinusoidalPositionalEncoding)
 
-__all__ = ["Attention", "BaseAttention", "GQAAttention", "MQAAttention", "MLAAttention", "KVCache",
-           "PositionEncoding", "LearnedPositionEncoding", "SinusoidalPositionalEncoding", "RoPE", "ALiBi",
-           "MLP", "GEGLU", "SwiGLU", "SiLUMLP", "ReLUMLP", "LayerNorm", "RMSNorm", "Block", "Extras"]
+__all__ = ["Attention", "BaseAttention", "GQAAttention", "MQAAttention", "MLAAttention", "QKNormAttention", "KVCache",
+           "PositionEncoding", "LearnedPositionEncoding", "SinusoidalPositionalEncoding", "RoPE", "ALiBi", "NoPE",
+           "MLP", "GEGLU", "SwiGLU", "SiLUMLP", "ReLUMLP", "MoE", "SwiGLUMoE", "LayerNorm", "RMSNorm", "Block", "Extras"]

@@ -1,4 +1,4 @@
-"""Causal self-attention variants: MHA, MQA, GQA and DeepSeek-V2's MLA.
+"""Causal self-attention variants: MHA, MQA, GQA, QK-norm and DeepSeek-V2's MLA.
 
 Every class takes `(config)` and is called as `attn(x, pos_enc, pos, cache=None)`:
 x is (B, T, C); `pos_enc` is the model's `PositionEncoding` (rotary tables and score
@@ -160,12 +160,36 @@ class BaseAttention(Attention):
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, D)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = self.normalize_qk(q, k)
         q, k = pos_enc.rotate(q, pos), pos_enc.rotate(k, pos)
         if cache is not None:
             k, v = cache.append(k, v)
         y = causal_attention(q, k, v, pos_enc, pos, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, q_size)
         return self.resid_dropout(self.c_proj(y))
+
+
+    def normalize_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries and keys (B, H, T, D) before the position encoding rotates them; unchanged here."""
+        return q, k
+
+
+class QKNormAttention(BaseAttention):
+    """QK-norm: each head's query and key RMS-normalised, with a learned gain of the head size
+    shared by the heads, before RoPE and the dot product (per head as in Gemma 3 and Qwen3;
+    OLMo 2 normalises all heads' width at once). It bounds the attention logits, which keeps
+    them from growing without limit at high learning rates (Dehghani et al. 2023, ViT-22B).
+    The scale stays 1/sqrt(head size). Combine with GQA as `class X(QKNormAttention, GQAAttention)`."""
+
+    norm_eps = 1e-6  # as OLMo 2, Gemma 3 and Qwen3
+
+    def __init__(self, config: GPTConfig):
+        super().__init__(config)
+        self.q_norm = nn.RMSNorm(self.head_dim, eps=self.norm_eps)
+        self.k_norm = nn.RMSNorm(self.head_dim, eps=self.norm_eps)
+
+    def normalize_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        return self.q_norm(q), self.k_norm(k)
 
 
 class GQAAttention(BaseAttention):

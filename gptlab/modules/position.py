@@ -100,6 +100,14 @@ class LearnedPositionEncoding(PositionEncoding):
         return x + self.weight[pos]
 
 
+class NoPE(PositionEncoding):
+    """No position encoding: the causal mask alone tells a token where it is (it sees
+    itself and the tokens before it). Kazemnejad et al. 2023, "The Impact of Positional
+    Encoding on Length Generalization in Transformers", find it competitive with the
+    encodings and better at lengths beyond training. Every hook is the base class's
+    "no effect"; no length limit."""
+
+
 def sinusoid_table(n_pos: int, dim: int) -> Tensor:
     """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...)
     ("Attention Is All You Need", Vaswani et al. 2017, §3.5)."""

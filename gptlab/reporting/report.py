@@ -212,7 +212,7 @@ def row_cells(row: Row, base: Row) -> list[str]:
         _pm(row.hella),
         "" if row is base else _delta(row.hella_vs_baseline, _values(runs, "hellaswag_acc_norm"),
                                       _values(base.complete, "hellaswag_acc_norm")),
-        _si(first.get("params")), _si(first.get("params_non_embedding")), _si(first.get("flops_per_token")),
+        _params(first), _si(first.get("params_non_embedding")), _si(first.get("flops_per_token")),
         f"{first['kv_cache_bytes_per_token']:,}" if first.get("kv_cache_bytes_per_token") else "-",
         f"{_mean(runs, 'tok_per_sec'):,.0f}" if _mean(runs, "tok_per_sec") else "-",
         f"{mfu:.1f}%" if mfu is not None else "-",
@@ -220,6 +220,12 @@ def row_cells(row: Row, base: Row) -> list[str]:
         _lengths(runs),
         "; ".join(notes),
     ]
+
+
+def _params(record: dict) -> str:
+    """Parameters, and those a token uses where fewer (a mixture of experts): `453M (124M active)`."""
+    total, active = record.get("params"), record.get("params_active")
+    return _si(total) + (f" ({_si(active)} active)" if active and total and active != total else "")
 
 
 def _lengths(runs: list[dict]) -> str:

@@ -42,6 +42,8 @@ examples:
   python train.py --experiment rope --preset smoke            # tiny, CPU, about a minute
   torchrun --standalone --nproc_per_node=8 train.py --experiment baseline
   python train.py --experiment baseline --resume auto         # newest intact checkpoint
+  python train.py --experiment baseline --init-from gpt2 train.max_lr=1e-4   # fine-tune OpenAI's GPT-2
+  python train.py --experiment rope --preset small --data-root data/mycorpus  # shards from `gptlab prepare`
   python train.py --experiment baseline --inference log_train/baseline/log/model_05000.pt
 """
 
@@ -57,15 +59,23 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="baseline", help="a name in experiments/ or a path to a .py file")
     p.add_argument("--preset", default="gpt2", choices=sorted(PRESETS),
-                   help="gpt2: the full recipe (default); smoke: tiny, embedded corpus, about a minute on a CPU; "
+                   help="gpt2: the full recipe (default); gpt2-medium: the same recipe at 350M (24 layers, 16 "
+                        "heads, 1024 wide, max_lr 3e-4); smoke: tiny, embedded corpus, about a minute on a CPU; "
                         "small: a few minutes on a CPU")
     p.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
     p.add_argument("--seed", type=int, help="shorthand for train.seed=N, in its own log directory "
                    "log_train/<experiment>/seed<N>; with --inference, the sampling seed")
     p.add_argument("--log-dir", type=Path, help="default: log_train/<experiment>/log (seed<N> with --seed)")
-    p.add_argument("--resume", metavar="CKPT|auto", nargs="?", const="auto",
-                   help="continue from a checkpoint; 'auto' (or --resume alone) takes the newest intact one in "
-                        "the log directory, or starts the run if there is none")
+    start = p.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="CKPT|auto", nargs="?", const="auto",
+                       help="continue from a checkpoint; 'auto' (or --resume alone) takes the newest intact one in "
+                            "the log directory, or starts the run if there is none")
+    start.add_argument("--init-from", metavar="CKPT|gpt2|DIR",
+                       help="start a new run (step 0, new optimizer) from the weights of a checkpoint, or of OpenAI's "
+                            "GPT-2: gpt2, gpt2-medium, gpt2-large, gpt2-xl (the Hugging Face hub or its local cache; "
+                            "pip install -e \".[hf]\") or a local Hugging Face GPT-2 directory")
+    p.add_argument("--data-root", metavar="DIR", help="shorthand for train.data_dir=DIR: token shards "
+                   "(`gptlab prepare` or FineWeb-Edu's) to train on")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     compiling = p.add_mutually_exclusive_group()
     compiling.add_argument("--compile", action="store_true",
@@ -88,8 +98,12 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
     """Experiment file, then preset, then command line; every check that can be made before
     anything is written; then the log directory, held by this run alone, and its state."""
     ctx = ctx or Dist()
-    run = plan_run(args.experiment, args.preset, args.overrides, seed=args.seed, max_steps=args.max_steps,
+    overrides = args.overrides + ([f"train.data_dir={args.data_root}"] if args.data_root else [])
+    run = plan_run(args.experiment, args.preset, overrides, seed=args.seed, max_steps=args.max_steps,
                    log_dir=args.log_dir, world_size=ctx.world_size)
+    if args.init_from:
+        from gptlab.training.warmstart import load_warm_start
+        load_warm_start(args.init_from, run)
     _check_writable(run.log_dir)
     run.lock = _hold(run.log_dir, ctx)
     try:

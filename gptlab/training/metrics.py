@@ -62,7 +62,7 @@ class Metrics:
             values["mem_gib"] = round(torch.cuda.max_memory_allocated(self.ctx.device) / 2**30, 2)
             console += f" | mem {values['mem_gib']:.1f}GiB"
         console += f" | data {100 * data_seconds / seconds:.1f}%"
-        console += "".join(f" | {name} {value:.4f}" for name, value in extras.items())
+        console += console_extras(extras)
         self.record(step, values)
         self.print(console)
         self.update_record(step + 1, force=False)
@@ -115,6 +115,17 @@ class Metrics:
     def print(self, text: str) -> None:
         if self.ctx.master:
             print(text, flush=True)
+
+
+def console_extras(extras: dict[str, float]) -> str:
+    """The model's extras for the console: ` | moe_balance 0.0101`, and a family of indexed
+    metrics on one field: ` | moe_load 0.13 0.12 ...` for moe_load_0, moe_load_1, ..."""
+    groups: dict[str, list[float]] = {}
+    for name, value in extras.items():
+        stem, _, index = name.rpartition("_")
+        groups.setdefault(stem if stem and index.isdigit() else name, []).append(value)
+    return "".join(f" | {name} " + " ".join(f"{v:.4f}" if len(values) == 1 else f"{v:.2f}" for v in values)
+                   for name, values in groups.items())
 
 
 def duration(seconds: float) -> str:

@@ -3,6 +3,9 @@
 PRESETS: dict[str, tuple[dict, dict]] = {
     # the GPT-2 124M recipe on FineWeb-Edu 10B: the experiment's own configs unchanged
     "gpt2": ({}, {}),
+    # GPT-2 medium (350M): 24 layers, 16 heads, 1024 wide, at GPT-3's learning rate for that size
+    # (Brown et al. 2020, table 2.1: 3e-4 at a 0.5M-token batch); the rest of the 124M recipe
+    "gpt2-medium": (dict(n_layer=24, n_head=16, n_embd=1024), dict(max_lr=3e-4)),
     # any experiment, tiny, on the embedded corpus: a full run with evaluations in a minute on 2 CPU cores
     "smoke": (dict(n_layer=2, n_head=8, n_embd=64, block_size=64),
               dict(total_batch_size=1024, micro_batch_size=8, sequence_length=64, max_steps=50,

@@ -44,6 +44,7 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
         "experiment_file": experiment.get("path"),
         "params": header.get("params"),
         "params_non_embedding": header.get("params_non_embedding"),
+        "params_active": header.get("params_active", header.get("params")),
         "flops_per_token": header.get("flops_per_token"),
         "flops_breakdown": header.get("flops_breakdown"),
         "kv_cache_bytes_per_token": header.get("kv_cache_bytes_per_token"),

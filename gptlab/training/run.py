@@ -38,6 +38,8 @@ class Run:
     resume: Path | None = None  # a checkpoint to continue from
     resume_state: dict | None = None  # its contents, read once when the run was resolved
     lock: object = None  # the log directory's lock, held (by rank 0) while the run lives
+    init_from: dict | None = None  # what a warm start's weights came from (gptlab.training.warmstart)
+    init_weights: dict | None = None  # those weights, read once when the run was resolved
 
     def experiment_record(self) -> dict:
         """What logs and checkpoints record of the experiment: name, file, preset, class names."""
@@ -127,10 +129,12 @@ def describe(run: Run, model, ctx: Dist, accum: int, data) -> dict:
     device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device
     return {
         "experiment": run.experiment_record(),
+        **({"init_from": run.init_from} if run.init_from else {}),
         "model_config": dataclasses.asdict(run.model_config),
         "training_config": dataclasses.asdict(run.train_config),
         "params": model.num_params(),
         "params_non_embedding": model.num_params(non_embedding=True),
+        "params_active": model.active_params(),
         "flops_per_token": model.flops_per_token(run.train_config.sequence_length),
         "flops_breakdown": model.flops_breakdown(run.train_config.sequence_length),
         "peak_flops": peak_flops(ctx),

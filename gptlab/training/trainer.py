@@ -39,7 +39,16 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
     data = open_data(cfg, cfg.micro_batch_size, cfg.sequence_length, ctx.rank, ctx.world_size, accum,
                      run.model_config.vocab_size)
     same_data = run.resume_state is None or ckpt.check_same_data(run.resume_state, data.fingerprint, run)
-    model = run.experiment.build(run.model_config).to(device)
+    model = run.experiment.build(run.model_config)
+    if run.init_weights is not None and run.resume_state is None:  # a warm start: the weights only
+        try:
+            model.load_state_dict(run.init_weights)
+        except RuntimeError as e:
+            raise TrainingError(f"--init-from {run.init_from['source']}: its weights do not fit the model "
+                                f"({str(e).splitlines()[-1].strip()[:300]}); a component class changed since "
+                                f"they were saved") from None
+    run.init_weights = None
+    model = model.to(device)
     optimizer = build_optimizer(model, cfg, ctx.device_type)
     batches = DeviceBatches(data.train, device)
     state = TrainState(model, optimizer, batches, ctx)
@@ -163,7 +172,10 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
     for key, value in description.items():
         metrics.header(key, value)
     batch = description["batch"]
-    metrics.print(f"experiment {run.experiment.name} ({run.preset}): {description['params']:,} parameters, "
+    active = description["params_active"]
+    params = f"{description['params']:,} parameters" + (f" ({active:,} active per token)"
+                                                         if active != description["params"] else "")
+    metrics.print(f"experiment {run.experiment.name} ({run.preset}): {params}, "
                   f"{batch['processes']} process(es) on {description['environment']['device']}, "
                   f"grad accumulation {batch['grad_accum_steps']}")
     metrics.print(f"data: {description['data']}")
@@ -171,6 +183,10 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
         metrics.print(f"note: {description['params'] / 1e6:.0f}M parameters on a CPU, {batch['grad_accum_steps']} "
                       f"micro-batches a step: expect minutes a step. --preset smoke or --preset small train the same "
                       f"experiment in minutes")
+    if run.init_from and not run.resume:
+        source = run.init_from
+        at = f" (experiment {source['experiment']}, step {source['step']})" if source["kind"] == "checkpoint" else ""
+        metrics.print(f"initialised from {source['source']}{at}: its weights, a new optimizer, from step 0")
     if run.resume:
         metrics.print(f"resumed from {run.resume} at step {resumed_at}")
     metrics.print(f"log: {metrics.log.path}")

@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from gptlab import GPT, GPTConfig, build_model, load_experiment
-from gptlab.modules import BaseAttention, PositionEncoding
 from tests.conftest import EXPERIMENTS, TINY, tiny_model
 
 
@@ -14,6 +13,45 @@ def test_baseline_has_gpt2_124m_parameters_and_one_tied_tensor():
     assert model.num_params() == 124_439_808 + 47 * 768 == 124_475_904
     assert model.transformer.wte.weight is model.lm_head.weight
     assert model.transformer.wte.weight.data_ptr() == model.lm_head.weight.data_ptr()
+
+
+def test_gpt2_medium_preset_has_the_published_size():
+    from gptlab.training.presets import PRESETS
+    model_fields, train_fields = PRESETS["gpt2-medium"]
+    model = build_model(load_experiment("baseline"), **model_fields)
+    # GPT-2 medium: 354,823,168 with vocab 50257 (OpenAI's checkpoint), plus 47 padded rows of 1024
+    assert model.num_params() == 354_823_168 + 47 * 1024
+    assert train_fields == {"max_lr": 3e-4}
+
+
+@pytest.mark.parametrize("n_layer", [6, 12])
+def test_small_init_draws_the_gpt_neox_stds(n_layer):
+    torch.manual_seed(0)
+    C = 512
+    model = build_model(load_experiment("small_init"), n_layer=n_layer, n_embd=C, n_head=8, vocab_size=4096)
+    std, residual = math.sqrt(2 / (5 * C)), 2 / (n_layer * math.sqrt(C))  # Nguyen & Salazar 2019; Wang (GPT-J)
+    blocks = model.transformer.h
+    for weight in (model.lm_head.weight, model.transformer.wpe.weight, blocks[0].attn.c_attn.weight,
+                   blocks[-1].mlp.c_fc.weight):
+        assert weight.std().item() == pytest.approx(std, rel=0.02)
+    for weight in (blocks[0].attn.c_proj.weight, blocks[-1].mlp.c_proj.weight):
+        assert weight.std().item() == pytest.approx(residual, rel=0.02)
+    assert torch.all(blocks[0].attn.c_attn.bias == 0) and torch.all(blocks[0].ln_1.weight == 1)
+
+
+def test_the_init_scheme_is_a_checked_field():
+    with pytest.raises(Exception, match="did you mean 'small'"):
+        GPTConfig(init="smal")
+
+
+def test_llama_composes_four_components_without_biases():
+    exp = load_experiment("llama")
+    names = {slot: cls.__name__ for slot, cls in exp.components().items()}
+    assert names == {"attention_class": "GQAAttention", "position_encoding_class": "RoPE",
+                     "mlp_class": "SwiGLU", "norm_class": "RMSNorm"}
+    model = build_model(exp, n_layer=2, n_head=8, n_embd=64, vocab_size=128)
+    assert model.transformer.h[0].attn.n_kv_head == 4
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())
 
 
 def test_gpt2_initialisation():
@@ -98,17 +136,11 @@ def test_learned_positions_refuse_sequences_past_block_size():
         model(torch.zeros(1, 1, dtype=torch.long), caches=caches)
 
 
-def no_position_model(seed: int = 0) -> GPT:
-    """The tiny model with the no-op PositionEncoding: positions only through causality (NoPE)."""
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(**TINY), BaseAttention, PositionEncoding)
-
-
-UNBOUNDED = ["rope", "alibi", "sine", "mla", "none"]  # every encoding without a length limit, and MLA's rotary key
+UNBOUNDED = ["rope", "alibi", "sine", "mla", "nope"]  # every encoding without a length limit, and MLA's rotary key
 
 
 def unbounded_model(name: str) -> GPT:
-    return (no_position_model() if name == "none" else tiny_model(name)).eval()
+    return tiny_model(name).eval()
 
 
 @pytest.mark.parametrize("name", UNBOUNDED)
@@ -201,6 +233,19 @@ def last_logits_shuffle_delta(name: str, T: int = 64) -> float:
     with torch.no_grad():
         delta = model(idx).logits[:, -1] - model(shuffled).logits[:, -1]
     return delta.pow(2).mean(-1).sqrt().mean().item()
+
+
+def test_nope_sees_its_prefix_as_a_set():
+    # Kazemnejad et al. 2023: without an encoding, causal attention is a function of the set of
+    # earlier tokens (and the current one); shuffling the prefix leaves the last logits as they
+    # were, which the learned-position baseline does not
+    assert last_logits_shuffle_delta("nope") < 1e-5
+    assert last_logits_shuffle_delta("baseline") > 1e-3
+
+
+def test_nope_has_no_position_parameters():
+    nope, baseline = tiny_model("nope"), tiny_model("baseline")
+    assert baseline.num_params() - nope.num_params() == TINY["block_size"] * TINY["n_embd"]
 
 
 def test_a_fresh_sine_model_sees_the_order_of_its_tokens():

@@ -17,7 +17,7 @@ from tests.conftest import EXPERIMENTS
 
 # six heads: ALiBi's slopes for a head count that is not a power of two; GQA in groups of three
 SIZE = dict(n_layer=2, n_head=6, n_embd=48, block_size=24, vocab_size=61)
-EXTRA = {"gqa": dict(n_kv_head=2)}
+EXTRA = {"gqa": dict(n_kv_head=2), "llama": dict(n_kv_head=2), "moe": dict(n_experts=4, moe_top_k=2)}
 CLOSE = dict(atol=1e-4, rtol=1e-4)  # RoPE rotates in float32 (as under bf16), the rest is float64
 
 
@@ -86,6 +86,8 @@ def mha(x, attn, position, n_head):
     for h in range(n_head):
         g = h // (n_head // n_kv)  # query heads h of one group share K/V head g (GQA, Ainslie et al. 2023)
         qh, kh, vh = q[:, h * D:(h + 1) * D], k[:, g * D:(g + 1) * D], v[:, g * D:(g + 1) * D]
+        if hasattr(attn, "q_norm"):  # QK-norm: RMSNorm over each head's query and key, before RoPE
+            qh, kh = layer_norm(qh, attn.q_norm), layer_norm(kh, attn.k_norm)
         if position == "RoPE":
             qh, kh = rotate(qh, range(T)), rotate(kh, range(T))
         heads.append(attend(qh, kh, vh, position, h, n_head))
@@ -124,7 +126,22 @@ ACTIVATIONS = {  # each paper's formula
 }
 
 
+def moe(x, module):
+    """Each token alone: softmax router probabilities, its top-k experts, their probabilities
+    renormalised when k > 1 (GShard), the experts' outputs summed with those weights. Nothing
+    is dropped outside training."""
+    rows = []
+    for token in x:
+        probs = torch.softmax(token @ module.router.weight.T, dim=-1)
+        chosen = sorted(range(len(probs)), key=lambda e: -probs[e])[:module.top_k]
+        weights = [probs[e] / (sum(probs[c] for c in chosen) if module.top_k > 1 else 1.0) for e in chosen]
+        rows.append(sum(w * mlp(token[None], module.experts[e])[0] for w, e in zip(weights, chosen)))
+    return torch.stack(rows)
+
+
 def mlp(x, module):
+    if hasattr(module, "router"):
+        return moe(x, module)
     h = linear(x, module.c_fc)
     act = ACTIVATIONS[type(module).__name__]
     if type(module).gated:

@@ -1,0 +1,55 @@
+"""Initialisation schemes, chosen by `GPTConfig.init`, so that "does the init matter?" is a
+study like any other. Each scheme draws every Linear and Embedding weight (and a learned
+position table) from a normal distribution and zeroes the biases; the residual output
+projections (`c_proj`, by name, in attention, MLPs and experts alike) get a scale of their
+own. Norms keep their ones.
+
+- `gpt2`: std 0.02, residual projections 0.02 / sqrt(2 * n_layer) (GPT-2 paper §2.3, as
+  nanoGPT and build-nanogpt draw them).
+- `small`: std sqrt(2 / (5 * n_embd)) ("small init", Nguyen & Salazar 2019, "Transformers
+  without Tears" §2.2), residual projections 2 / (n_layer * sqrt(n_embd)) ("wang init",
+  Wang & Komatsuzaki's GPT-J): GPT-NeoX's default pair. At n_embd=768, n_layer=12 these
+  are 0.0161 and 0.0060, against GPT-2's 0.02 and 0.0041.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from gptlab.core.config import GPTConfig
+
+INIT_SCHEMES = ("gpt2", "small")
+
+
+def scheme_stds(config: GPTConfig) -> tuple[float, float]:
+    """(std of every weight, std of the residual output projections) of config.init."""
+    if config.init == "small":
+        return math.sqrt(2 / (5 * config.n_embd)), 2 / (config.n_layer * math.sqrt(config.n_embd))
+    return 0.02, 0.02 / math.sqrt(2 * config.n_layer)
+
+
+def is_residual_projection(name: str) -> bool:
+    return name.endswith("c_proj.weight")
+
+
+def init_weights(model: nn.Module, config: GPTConfig) -> None:
+    """Draw the model's weights as config.init says. The order of draws is GPT-2's (every
+    module, children first, then the residual projections again), so that a seed gives
+    the same weights as it always has."""
+    from gptlab.modules.position import LearnedPositionEncoding
+    std, residual_std = scheme_stds(config)
+
+    def draw(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+        if isinstance(module, LearnedPositionEncoding) and config.init != "gpt2":
+            nn.init.normal_(module.weight, mean=0.0, std=std)  # gpt2: drawn at 0.02 when it was built
+
+    model.apply(draw)
+    for name, p in model.named_parameters():
+        if is_residual_projection(name):
+            nn.init.normal_(p, mean=0.0, std=residual_std)
