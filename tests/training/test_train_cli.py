@@ -97,11 +97,33 @@ def test_bad_overrides_are_one_clear_error(tmp_path, capsys, override, message):
     assert not (tmp_path / "log.txt").exists()
 
 
+@pytest.mark.slow
+def test_a_mixture_of_experts_logs_its_balance_loss_load_and_drops(tmp_path, capsys):
+    log_dir = tmp_path / "moe"
+    assert main(["--experiment", "moe", "--preset", "smoke", "--log-dir", str(log_dir), "--max-steps", "2",
+                 "train.num_samples=0", "model.moe_z_weight=0.001", *OFFLINE]) == 0
+    out = capsys.readouterr().out
+    assert "parameters (" in out and "active per token)" in out
+    assert "| moe_balance " in out and "| moe_z " in out and "| moe_load " in out and "| moe_dropped " in out
+    series = read_log(log_dir / "log.txt")
+    for step in (0, 1):
+        loads = [dict(series[f"train_moe_load_{i}"])[step] for i in range(8)]
+        assert sum(loads) == pytest.approx(1.0, abs=1e-5)
+        assert 0.0 <= dict(series["train_moe_dropped"])[step] < 1.0
+        assert 0.0 < dict(series["train_moe_balance"])[step] < 1.0  # summed over 2 layers, weight 0.01
+        assert 0.0 < dict(series["train_moe_z"])[step]
+    text = (log_dir / "log.txt").read_text()
+    assert "# params_active " in text
+
+
 @pytest.mark.long
-def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("experiment", ["baseline", "moe"])
+def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, experiment):
+    # moe: every expert gets a gradient on every rank (zeros when it received no token), so DDP needs no
+    # find_unused_parameters; capacity and the balance loss are per micro-batch, the same in both runs
     torchrun = Path(sys.executable).parent / "torchrun"
     launcher = [str(torchrun)] if torchrun.exists() else [sys.executable, "-m", "torch.distributed.run"]
-    common = ["--experiment", "baseline", "--preset", "smoke", "--max-steps", "6", "train.eval_interval=3", *OFFLINE]
+    common = ["--experiment", experiment, "--preset", "smoke", "--max-steps", "6", "train.eval_interval=3", *OFFLINE]
     ddp = subprocess.run([*launcher, "--standalone", "--nproc_per_node=2", str(REPO_ROOT / "train.py"),
                           "--log-dir", str(tmp_path / "ddp"), *common], capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
