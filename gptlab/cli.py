@@ -6,6 +6,7 @@
     gptlab eval-lengths CKPT|DIR     validation loss at 1x, 2x, 4x, 8x the training length
     gptlab bench                     training and generation speed of every experiment, beside a plain GPT-2
     gptlab check EXPERIMENT          build and call the experiment's components on a tiny input
+    gptlab prepare --input PATH      a corpus of your own (.jsonl, .json, .parquet) as training shards in --out
 
 Each takes --help.
 """
@@ -53,7 +54,7 @@ def _command(module: str):
 COMMANDS = {"train": _command("gptlab.training.cli"), "study": _command("gptlab.study.cli"),
             "report": _command("gptlab.reporting.report"), "eval-lengths": _command("gptlab.evaluation.lengths"),
             "bench": _command("gptlab.bench.cli"),
-            "check": check}
+            "check": check, "prepare": _command("gptlab.data.prepare")}
 
 
 def main(argv: list[str] | None = None) -> int:

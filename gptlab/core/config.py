@@ -140,7 +140,7 @@ class TrainingConfig:
     compile: bool = True  # torch.compile on CUDA
     dtype: str = "auto"  # autocast: "auto" (bfloat16 on CUDA, float32 elsewhere), "bf16" (on any device), "fp32"
     data: str = "auto"  # "auto" (FineWeb-Edu shards if prepared, else embedded), "fineweb", "embedded"
-    data_dir: str = ""  # FineWeb-Edu shards; "" = <repo>/data/edu_fineweb10B
+    data_dir: str = ""  # token shards (FineWeb-Edu's, or `gptlab prepare`'s); set, it wins over `data`; "" = <repo>/data/edu_fineweb10B
     allow_data_change: bool = False  # resume on data other than the checkpoint's (the stream starts over)
     allow_source_change: bool = False  # resume although the experiment file or a user component changed
 

@@ -11,28 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from gptlab.data.shards import save_shard
-from gptlab.data.tokenizer import EOT, gpt2_encoding
+from gptlab.data.shards import DEFAULT_WORKERS, ShardBuffer, in_order, save_shard, tokenize
 from gptlab.files import atomic_write_text
 from gptlab.paths import DATA_DIR
 
 DEFAULT_DIR = DATA_DIR / "edu_fineweb10B"
 SHARD_SIZE = 100_000_000
 PREFIX = "edufineweb"
-
-
-def tokenize(text: str) -> np.ndarray:
-    tokens = np.array([EOT] + gpt2_encoding().encode_ordinary(text))
-    if tokens.max() >= 2 ** 16:
-        raise ValueError("token id does not fit uint16")
-    return tokens.astype(np.uint16)
 
 
 def read_progress(out_dir: Path) -> dict:
@@ -53,40 +43,29 @@ def write_shards(token_docs: Iterable[np.ndarray], out_dir: Path, shard_size: in
     out_dir.mkdir(parents=True, exist_ok=True)
     progress = dict(progress or read_progress(out_dir))
     shard, document, skip = progress["shards"], progress["document"], progress["token"]
-    buffer, filled = np.empty(shard_size, dtype=np.uint16), 0
+    buffer = ShardBuffer(shard_size)
     for tokens in token_docs:
         base, skip = skip, 0
-        tokens, offset = tokens[base:], 0
-        while len(tokens) - offset >= shard_size - filled:  # this document completes a shard
-            take = shard_size - filled
-            buffer[filled:] = tokens[offset:offset + take]
-            offset += take
+        for full, consumed in buffer.add(tokens[base:]):
             split = "val" if shard == 0 else "train"
-            save_shard(out_dir / f"{prefix}_{split}_{shard:06d}.npy", buffer)
-            shard, filled = shard + 1, 0
-            next_start = (document, base + offset) if offset < len(tokens) else (document + 1, 0)
+            save_shard(out_dir / f"{prefix}_{split}_{shard:06d}.npy", full)
+            shard += 1
+            next_start = (document, base + consumed) if base + consumed < len(tokens) else (document + 1, 0)
             _write_progress(out_dir, {"shards": shard, "document": next_start[0], "token": next_start[1]})
-        buffer[filled:filled + len(tokens) - offset] = tokens[offset:]
-        filled += len(tokens) - offset
         document += 1
-    if filled:
+    if buffer.filled:
         split = "val" if shard == 0 else "train"
-        save_shard(out_dir / f"{prefix}_{split}_{shard:06d}.npy", buffer[:filled])
+        save_shard(out_dir / f"{prefix}_{split}_{shard:06d}.npy", buffer.pending())
         shard += 1
     _write_progress(out_dir, {"shards": shard, "document": document, "token": 0, "complete": True})
     return shard
-
-
-def tokenized(texts: Iterable[str], workers: int) -> Iterator[np.ndarray]:
-    with mp.Pool(workers) as pool:
-        yield from pool.imap(tokenize, texts, chunksize=16)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help=f"shard directory (default {DEFAULT_DIR})")
     parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="tokens per shard")
-    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() // 2), help="tokenising processes")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="tokenising processes")
     args = parser.parse_args(argv)
     progress = read_progress(args.out)
     if progress.get("complete"):
@@ -99,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_dataset("HuggingFaceFW/fineweb-edu", name="sample-10BT", split="train", streaming=True)
     texts = (row["text"] for row in dataset.skip(progress["document"]))
     print(f"writing shards to {args.out}, from shard {progress['shards']} (document {progress['document']})")
-    n = write_shards(tokenized(texts, args.workers), args.out, args.shard_size, progress=progress)
+    n = write_shards(in_order(tokenize, texts, args.workers), args.out, args.shard_size, progress=progress)
     print(f"done: {n} shards in {args.out}")
 
 

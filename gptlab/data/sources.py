@@ -1,4 +1,5 @@
-"""Which tokens a run trains on: prepared FineWeb-Edu shards, or the embedded corpus."""
+"""Which tokens a run trains on: prepared shards (FineWeb-Edu, or a corpus of one's own
+prepared by `gptlab prepare`), or the embedded corpus."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gptlab.core.config import TrainingConfig
-from gptlab.data import embedded
+from gptlab.data import embedded, prepare
 from gptlab.data.fineweb import DEFAULT_DIR
 from gptlab.data.loader import TokenLoader
 from gptlab.data.shards import DataError, list_shards, load_shard
@@ -26,22 +27,24 @@ class Data:
 def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: int = 1, accum: int = 1,
               vocab_size: int | None = None) -> Data:
     """data="fineweb": shards in data_dir (an error if there are none); "embedded": the
-    embedded corpus; "auto": shards if the default directory (or data_dir) holds any,
-    else the embedded corpus."""
+    embedded corpus; "auto": shards if the default directory holds any, else the embedded
+    corpus. A data_dir that is set names the shards to train on whatever `data` says, so that
+    `--preset small train.data_dir=DIR` trains on DIR, not on the preset's embedded corpus."""
     data_dir = Path(train.data_dir) if train.data_dir else DEFAULT_DIR
-    use_shards = train.data == "fineweb" or (train.data == "auto" and (bool(train.data_dir) or data_dir.is_dir()))
+    use_shards = train.data == "fineweb" or bool(train.data_dir) or (train.data == "auto" and data_dir.is_dir())
     if use_shards:
         val_paths, train_paths = list_shards(data_dir, "val"), list_shards(data_dir, "train")
         if not train_paths or not val_paths:
             raise DataError(f"data directory {data_dir} holds {len(train_paths)} train and {len(val_paths)} val "
                             f"shards (*_train_*.npy, *_val_*.npy); prepare FineWeb-Edu with "
-                            f"`python -m gptlab.data.fineweb --out {data_dir}`, or train on the embedded corpus "
-                            f"with train.data=embedded")
+                            f"`python -m gptlab.data.fineweb --out {data_dir}`, or a corpus of your own with "
+                            f"`gptlab prepare --input FILE_OR_DIR --out {data_dir}`, or train on the embedded "
+                            f"corpus with train.data=embedded")
         train_shards, val_shards = [load_shard(p) for p in train_paths], [load_shard(p) for p in val_paths]
         train_names, val_names = [p.name for p in train_paths], [p.name for p in val_paths]
         total = sum(len(s) for s in train_shards)
-        description = (f"FineWeb-Edu shards in {data_dir}: {len(train_shards)} train shards ({total:,} tokens), "
-                       f"{len(val_shards)} val")
+        description = (f"{describe_shards(data_dir)} in {data_dir}: {len(train_shards)} train shards ({total:,} "
+                       f"tokens), {len(val_shards)} val")
     else:
         splits = embedded.embedded_splits()
         train_shards, val_shards = [splits["train"]], [splits["val"]]
@@ -68,6 +71,17 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
                         f"{available:,} tokens to score; lower train.val_tokens")
     return Data(train=train_loader, val=val_loader, description=description,
                 fingerprint=fingerprint({"train": (train_names, train_shards), "val": (val_names, val_shards)}))
+
+
+def describe_shards(data_dir: Path) -> str:
+    """What the shards in data_dir are: the corpus `gptlab prepare` names in its meta.json,
+    FineWeb-Edu in its default directory or where its preparation left progress.json."""
+    prepared = prepare.describe(data_dir)
+    if prepared:
+        return prepared
+    if data_dir.resolve() == DEFAULT_DIR.resolve() or (data_dir / "progress.json").is_file():
+        return "FineWeb-Edu shards"
+    return "token shards"
 
 
 def fingerprint(splits: dict[str, tuple[list[str], list[np.ndarray]]]) -> str:

@@ -18,7 +18,8 @@ def test_baseline_has_gpt2_124m_parameters_and_one_tied_tensor():
 def test_gpt2_medium_preset_has_the_published_size():
     from gptlab.training.presets import PRESETS
     model_fields, train_fields = PRESETS["gpt2-medium"]
-    model = build_model(load_experiment("baseline"), **model_fields)
+    with torch.device("meta"):  # shapes only: no memory, no initialisation
+        model = build_model(load_experiment("baseline"), **model_fields)
     # GPT-2 medium: 354,823,168 with vocab 50257 (OpenAI's checkpoint), plus 47 padded rows of 1024
     assert model.num_params() == 354_823_168 + 47 * 1024
     assert train_fields == {"max_lr": 3e-4}
