@@ -8,7 +8,7 @@ from gptlab.training.logger import RunLog
 
 
 def fake_run(log_dir, experiment="baseline", seed=1337, vals=(), hellas=None, steps=None, max_steps=50,
-             model=None, train=None, preset="smoke", status=None, study=None, extra_lines=()):
+             model=None, train=None, preset="smoke", status=None, study=None, extra_lines=(), header=None):
     """A log.txt of a run whose evaluations gave `vals` at steps 0, 25, 50 ... and (if status) its run.json."""
     log_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(log_dir)
@@ -18,7 +18,8 @@ def fake_run(log_dir, experiment="baseline", seed=1337, vals=(), hellas=None, st
                              "attention_class": "A", "position_encoding_class": "P", "mlp_class": "M", "norm_class": "N"},
               "model_config": dataclasses.asdict(GPTConfig(**(model or {}))), "training_config": train_cfg,
               "params": 1000, "params_non_embedding": 600, "flops_per_token": 9000, "kv_cache_bytes_per_token": 512,
-              "batch": {"processes": 1}, "data_fingerprint": "f00d", "environment": {"device": "cpu", "git_commit": "abc"}}
+              "batch": {"processes": 1}, "data_fingerprint": "f00d", "environment": {"device": "cpu", "git_commit": "abc"},
+              **(header or {})}
     for key, value in header.items():
         log.header(key, value)
     steps = max_steps if steps is None else steps

@@ -35,6 +35,15 @@ def test_a_clear_win_is_marked_significant_and_noise_is_not(tmp_path):
     assert (tmp_path / "report.csv").read_text().count("\n") == 4 and (tmp_path / "report.md").is_file()
 
 
+def test_a_mixture_of_experts_shows_its_active_parameters(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31]})
+    for i in range(2):
+        fake_run(tmp_path / "moe" / f"seed{1337 + i}", "moe", 1337 + i, vals=(10.8, 8.0, 3.2), status="complete",
+                 study=STUDY, header={"params": 3000, "params_active": 1500})
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert table["moe"][6] == "3.00k (1.50k active)" and table["baseline"][6] == "1.00k"
+
+
 def test_incomplete_runs_are_listed_never_averaged(tmp_path):
     study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
     fake_run(tmp_path / "rope" / "seed1339", "rope", 1339, vals=(10.8, 2.0), steps=30, status="stopped", study=STUDY)
