@@ -67,8 +67,8 @@ class MoE(nn.Module):
             return None
         return math.ceil(self.capacity_factor * n_tokens * self.top_k / self.n_experts)
 
-    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """x (N, C) -> router logits (N, E) in float32, chosen experts (N, k), gates (N, k)."""
+    def route(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """x (N, C) -> router logits and probabilities (N, E) in float32, chosen experts (N, k), gates (N, k)."""
         if self.training and self.jitter > 0:
             x = x * torch.empty_like(x).uniform_(1.0 - self.jitter, 1.0 + self.jitter)
         dtype = torch.promote_types(x.dtype, torch.float32)  # float32 under bf16 autocast
@@ -78,13 +78,13 @@ class MoE(nn.Module):
         gates, experts = probs.topk(self.top_k, dim=-1)
         if self.top_k > 1:
             gates = gates / gates.sum(dim=-1, keepdim=True)
-        return logits, experts, gates
+        return logits, probs, experts, gates
 
     def forward(self, x: Tensor) -> tuple[Tensor, Extras]:
         shape = x.shape
         x = x.reshape(-1, shape[-1])
         n = x.size(0)
-        logits, experts, gates = self.route(x)
+        logits, probs, experts, gates = self.route(x)
         # assignments in priority order: every token's first choice, then every second choice, ...
         expert_of = experts.t().reshape(-1)  # (k*N,)
         token_of = torch.arange(n, device=x.device).repeat(self.top_k)
@@ -107,10 +107,9 @@ class MoE(nn.Module):
             tokens = token_of[index]
             out = expert(x[tokens]) * gate_of[index, None].to(x.dtype)
             y = y.index_add(0, tokens, out.to(y.dtype))
-        return y.view(shape), self.extras(logits, routed, kept)
+        return y.view(shape), self.extras(logits, probs, routed, kept)
 
-    def extras(self, logits: Tensor, routed: Tensor, kept: Tensor) -> Extras:
-        probs = logits.softmax(dim=-1)
+    def extras(self, logits: Tensor, probs: Tensor, routed: Tensor, kept: Tensor) -> Extras:
         load = routed.float() / routed.sum()  # f_i
         losses = {"moe_balance": self.balance_weight * self.n_experts * (load * probs.mean(dim=0)).sum()}
         if self.z_weight > 0:
