@@ -99,14 +99,10 @@ class MoE(nn.Module):
             kept = place < capacity
         order = torch.argsort(expert_of.masked_fill(~kept, self.n_experts), stable=True)  # by expert, dropped last
         counts = torch.bincount(expert_of[kept], minlength=self.n_experts).tolist()
-        y = torch.zeros_like(x)
-        start = 0
-        for expert, count in zip(self.experts, counts):
-            index = order[start:start + count]
-            start += count
-            tokens = token_of[index]
-            out = expert(x[tokens]) * gate_of[index, None].to(x.dtype)
-            y = y.index_add(0, tokens, out.to(y.dtype))
+        served = order[:sum(counts)]  # the kept assignments, expert by expert
+        tokens = token_of[served]
+        out = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, x[tokens].split(counts))])
+        y = torch.zeros_like(x).index_add(0, tokens, (out * gate_of[served, None].to(out.dtype)).to(x.dtype))
         return y.view(shape), self.extras(logits, probs, routed, kept)
 
     def extras(self, logits: Tensor, probs: Tensor, routed: Tensor, kept: Tensor) -> Extras:
