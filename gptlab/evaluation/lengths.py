@@ -34,8 +34,8 @@ from gptlab.core.config import ConfigError
 from gptlab.data.shards import DataError
 from gptlab.data.sources import open_data
 from gptlab.files import DirectoryLock, atomic_write_text
-from gptlab.training.checkpoint import (NAME, CheckpointError, experiment_of, latest_checkpoint, list_checkpoints,
-                                        load_checkpoint, model_from_state, verify)
+from gptlab.training.checkpoint import (NAME, CheckpointError, experiment_of, find_checkpoint, list_checkpoints,
+                                        load_checkpoint, model_from_state)
 from gptlab.training.distributed import DeviceError, check_device, default_device
 from gptlab.training.run import autocast_context
 
@@ -197,14 +197,9 @@ def newest_intact(log_dir: Path) -> Path:
     with warnings.catch_warnings(record=True) as skipped:
         warnings.simplefilter("always")
         try:
-            checkpoint = latest_checkpoint(log_dir)
-        except CheckpointError:
-            checkpoint = None
-    if checkpoint is None:
-        newest = list_checkpoints(log_dir)[0] if list_checkpoints(log_dir) else None
-        raise LengthError(f"{log_dir} holds no intact checkpoint" +
-                          (f" (its newest, {newest.name}: {verify(newest) or 'inconsistent'})" if newest else "") +
-                          "; give the path of a good one")
+            checkpoint = find_checkpoint(log_dir)
+        except CheckpointError as e:
+            raise LengthError(str(e)) from None
     for w in skipped:
         print(f"warning: {w.message}", file=sys.stderr)
     return checkpoint

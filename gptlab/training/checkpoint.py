@@ -145,6 +145,31 @@ def latest_checkpoint(log_dir: Path) -> Path | None:
     return None
 
 
+def find_checkpoint(source: Path | str) -> Path:
+    """The checkpoint a command was given: a checkpoint file itself, or a run's newest intact
+    one where source is its log directory (log_train/<experiment>/log) or the run's directory
+    above it. Damaged checkpoints skipped are named by warnings; CheckpointError when there is
+    none to use, saying what was found."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path} does not exist; give a checkpoint (model_NNNNN.pt) or a run's log directory")
+    log_dir = path / "log" if not list_checkpoints(path) and list_checkpoints(path / "log") else path
+    if not list_checkpoints(log_dir):
+        raise CheckpointError(f"{path} holds no checkpoint (model_NNNNN.pt); give a checkpoint or a run's log "
+                              f"directory, such as log_train/<experiment>/log")
+    try:
+        checkpoint = latest_checkpoint(log_dir)
+    except CheckpointError:
+        checkpoint = None
+    if checkpoint is None:
+        newest = list_checkpoints(log_dir)[0]
+        raise CheckpointError(f"{log_dir} holds no intact checkpoint (its newest, {newest.name}: "
+                              f"{verify(newest) or 'inconsistent'}); give the path of a good one")
+    return checkpoint
+
+
 def _check_contents(path: Path) -> str | None:
     """None when the checkpoint at path loads and holds the step its name says."""
     try:
