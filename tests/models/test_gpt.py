@@ -55,6 +55,15 @@ def test_llama_composes_four_components_without_biases():
     assert not any(name.endswith("bias") for name, _ in model.named_parameters())
 
 
+def test_deepseek_v2_composes_latent_attention_rope_swiglu_rmsnorm_without_biases():
+    exp = load_experiment("deepseek_v2")
+    names = {slot: cls.__name__ for slot, cls in exp.components().items()}
+    assert names == {"attention_class": "MLAAttention", "position_encoding_class": "RoPE",
+                     "mlp_class": "SwiGLU", "norm_class": "RMSNorm"}
+    model = build_model(exp, n_layer=2, n_head=8, n_embd=64, vocab_size=128)
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())
+
+
 def test_gpt2_initialisation():
     torch.manual_seed(0)
     model = build_model(load_experiment("baseline"), n_layer=6)
