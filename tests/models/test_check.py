@@ -9,6 +9,7 @@ import pytest
 
 from gptlab import load_experiment
 from gptlab.models.check import check_experiment
+from gptlab.export.cli import main as export
 from gptlab.paths import REPO_ROOT
 from gptlab.training.cli import main
 
@@ -33,6 +34,11 @@ def test_the_readme_example_passes_the_check_and_trains(tmp_path, capsys):
         assert check_experiment(load_experiment(mixed)) == [], position
     assert main(["--experiment", str(path), "--preset", "smoke", "--max-steps", "1", "train.num_samples=1",
                  "train.hellaswag=false", "--log-dir", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    # no transformers class computes a new attention: the export is refused, naming it
+    assert export([str(tmp_path / "run"), str(tmp_path / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be exported exactly" in err and "attention TemperedAttention" in err and not (tmp_path / "hf").exists()
 
 
 @pytest.mark.parametrize("edit, phrase", [
