@@ -44,7 +44,7 @@ SIZES = {
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiments", nargs="+", metavar="NAME",
@@ -61,6 +61,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-generation", action="store_true", help="skip the generation measurements")
     p.add_argument("--new-tokens", type=int, help="tokens generated per measurement (default: 16 on a CPU, 128 on a GPU)")
     p.add_argument("--json", type=Path, help=f"where to write the results (default: a new file in {BENCH_ROOT})")
+    return p
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = parser()
     args = p.parse_args(argv)
     for name in ("batch", "seq_len", "steps", "new_tokens"):
         if getattr(args, name) is not None and getattr(args, name) < 1:

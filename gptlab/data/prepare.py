@@ -685,28 +685,32 @@ def describe(data_dir: Path) -> str | None:
     return f"corpus prepared from {_some(inputs, 2)} (gptlab prepare{'' if meta['complete'] else ', unfinished'})"
 
 
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gptlab prepare", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", action="append", required=True, metavar="PATH",
+                   help="a .jsonl, .json or .parquet file, or a directory of them; repeatable")
+    p.add_argument("--out", type=Path, required=True, help="the directory the shards go to")
+    p.add_argument("--text-field", default="text", help="the field holding each document (default text)")
+    p.add_argument("--val-ratio", type=float, default=None,
+                   help=f"fraction of documents for validation, chosen by a hash of the text "
+                        f"(default {DEFAULT_VAL_RATIO})")
+    p.add_argument("--split-field", default="", help="instead: a field naming each record's split")
+    p.add_argument("--val-value", default=None, help="the --split-field value of validation records")
+    p.add_argument("--shard-size", type=int, default=SHARD_SIZE, help=f"tokens per shard (default {SHARD_SIZE:,})")
+    p.add_argument("--min-length", type=int, default=0, help="skip documents of fewer tokens")
+    p.add_argument("--max-length", type=int, default=0, help="skip documents of more tokens (0: no limit)")
+    p.add_argument("--no-eot", action="store_true", help="no <|endoftext|> before each document")
+    p.add_argument("--prefix", default="corpus", help="shard file names' prefix (default corpus)")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip and count malformed lines and records without a string text field")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"tokenising processes (default {DEFAULT_WORKERS}); the shards do not depend on it")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gptlab prepare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", action="append", required=True, metavar="PATH",
-                        help="a .jsonl, .json or .parquet file, or a directory of them; repeatable")
-    parser.add_argument("--out", type=Path, required=True, help="the directory the shards go to")
-    parser.add_argument("--text-field", default="text", help="the field holding each document (default text)")
-    parser.add_argument("--val-ratio", type=float, default=None,
-                        help=f"fraction of documents for validation, chosen by a hash of the text "
-                             f"(default {DEFAULT_VAL_RATIO})")
-    parser.add_argument("--split-field", default="", help="instead: a field naming each record's split")
-    parser.add_argument("--val-value", default=None, help="the --split-field value of validation records")
-    parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help=f"tokens per shard (default {SHARD_SIZE:,})")
-    parser.add_argument("--min-length", type=int, default=0, help="skip documents of fewer tokens")
-    parser.add_argument("--max-length", type=int, default=0, help="skip documents of more tokens (0: no limit)")
-    parser.add_argument("--no-eot", action="store_true", help="no <|endoftext|> before each document")
-    parser.add_argument("--prefix", default="corpus", help="shard file names' prefix (default corpus)")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip and count malformed lines and records without a string text field")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help=f"tokenising processes (default {DEFAULT_WORKERS}); the shards do not depend on it")
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     try:
         options = Options(inputs=tuple(args.input), text_field=args.text_field, val_ratio=args.val_ratio,
                           split_field=args.split_field, val_value=args.val_value, shard_size=args.shard_size,

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -194,15 +193,10 @@ def evaluate_run(path: Path, factors: list[int], tokens: int | None, device: str
 
 def newest_intact(log_dir: Path) -> Path:
     """The run's newest intact checkpoint; the damaged ones skipped are named on stderr."""
-    with warnings.catch_warnings(record=True) as skipped:
-        warnings.simplefilter("always")
-        try:
-            checkpoint = find_checkpoint(log_dir)
-        except CheckpointError as e:
-            raise LengthError(str(e)) from None
-    for w in skipped:
-        print(f"warning: {w.message}", file=sys.stderr)
-    return checkpoint
+    try:
+        return find_checkpoint(log_dir)
+    except CheckpointError as e:
+        raise LengthError(str(e)) from None
 
 
 def update_record(path: Path, key: str, value) -> None:
@@ -219,7 +213,7 @@ def update_record(path: Path, key: str, value) -> None:
     atomic_write_text(path, json.dumps(record, indent=2) + "\n")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab eval-lengths", description="Validation loss at multiples of the "
                                 "training block_size, on the same tokens at every length; each result goes into "
                                 "the run's run.json under \"lengths\".")
@@ -230,7 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--factors", type=int, nargs="+", default=list(FACTORS), help="multiples of block_size (default: "
                    "1 2 4 8)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     device = args.device or default_device()
     try:
         if args.tokens is not None and args.tokens < 1:

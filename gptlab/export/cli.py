@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from gptlab.core.config import GPT2_VOCAB
@@ -46,11 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("give a checkpoint (or a run's log directory) and an output directory, or --list")
     from gptlab.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, model_from_state
     try:
-        with warnings.catch_warnings(record=True) as skipped:
-            warnings.simplefilter("always")
-            checkpoint = find_checkpoint(args.checkpoint)
-        for w in skipped:
-            print(f"warning: {w.message}", file=sys.stderr)
+        checkpoint = find_checkpoint(args.checkpoint)
         state = load_checkpoint(checkpoint)
         model = model_from_state(state)
         name = state["experiment"]["name"]

@@ -1,7 +1,7 @@
 """Training curves from log.txt files: train/val loss and HellaSwag accuracy, one figure,
 several experiments overlaid.
 
-    python plot_training_log.py LOG|DIR [LOG|DIR ...] OUT.png [START]
+    python plot_training_log.py LOG|DIR [LOG|DIR ...] OUT.png [START]     (or gptlab plot ...)
 
 A directory stands for every log.txt under it (a run's, or a study's). A study's figures,
 with means and bands over seeds, come from `gptlab report`.
@@ -9,6 +9,7 @@ with means and bands over seeds, come from `gptlab report`.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 
@@ -70,11 +71,26 @@ def plot(logs: list[Path], out: Path, start: int = 1000) -> list[str]:
     return notes
 
 
-def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("-h", "--help") or len(argv) < 2:
-        print(__doc__.strip())
-        print("START: first step drawn (default 1000: the first steps' losses would flatten the plot)")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
+USAGE = "LOG|DIR [LOG|DIR ...] OUT.png [START]"
+
+
+def parser() -> argparse.ArgumentParser:
+    """One positional list: which of its words is START (a whole number at the end) argparse cannot tell."""
+    p = argparse.ArgumentParser(prog="plot_training_log.py", usage=f"%(prog)s {USAGE}", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("arguments", nargs="*", metavar=USAGE,
+                   help="log.txt files or directories holding them; then the figure's file (.png, .pdf, .svg, "
+                        ".jpg); then START, the first step drawn (default 1000: the first steps' losses would "
+                        "flatten the plot)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = parser().parse_args(argv).arguments
+    if len(argv) < 2:
+        print(f"error: give the log files (or directories of them), then OUT.png: plot_training_log.py {USAGE}",
+              file=sys.stderr)
+        return 2
     start = 1000
     if argv[-1].lstrip("-").isdigit():
         start, argv = int(argv[-1]), argv[:-1]

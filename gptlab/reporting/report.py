@@ -319,14 +319,18 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None, figu
     return text + "\nwrote " + ", ".join(str(p) for p in written)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab report", description="Compare runs: a Markdown table (and CSV, JSON "
                                 "and figures) of every run under the directories, grouped by experiment.")
     p.add_argument("dirs", nargs="*", type=Path, help=f"directories of runs or studies (default: {LOG_ROOT})")
     p.add_argument("--baseline", help="the experiment to compare with (default: the study's, or 'baseline')")
     p.add_argument("--out", type=Path, help="where report.md/.csv/.json and the figures go (default: the first DIR)")
     p.add_argument("--no-figures", action="store_true", help="the table only (figures need matplotlib)")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     dirs = args.dirs or [LOG_ROOT]
     missing = [str(d) for d in dirs if not d.is_dir()]
     if missing:

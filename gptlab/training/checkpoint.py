@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import re
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -34,7 +35,7 @@ NAME = re.compile(r"model_(\d{5,})\.pt")
 # (micro_batch_size too: every step reads the same tokens whatever the micro-batches and processes)
 RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_steps", "val_tokens", "hellaswag", "hellaswag_limit", "hellaswag_file",
                      "num_samples", "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile",
-                     "data_dir", "micro_batch_size", "allow_data_change", "allow_source_change"}
+                     "data_dir", "micro_batch_size", "allow_data_change", "allow_source_change", "wandb", "tensorboard"}
 
 
 class CheckpointError(RuntimeError):
@@ -148,8 +149,8 @@ def latest_checkpoint(log_dir: Path) -> Path | None:
 def find_checkpoint(source: Path | str) -> Path:
     """The checkpoint a command was given: a checkpoint file itself, or a run's newest intact
     one where source is its log directory (log_train/<experiment>/log) or the run's directory
-    above it. Damaged checkpoints skipped are named by warnings; CheckpointError when there is
-    none to use, saying what was found."""
+    above it; each damaged checkpoint skipped is named on stderr. CheckpointError when there
+    is none to use, saying what was found."""
     path = Path(source)
     if path.is_file():
         return path
@@ -159,14 +160,18 @@ def find_checkpoint(source: Path | str) -> Path:
     if not list_checkpoints(log_dir):
         raise CheckpointError(f"{path} holds no checkpoint (model_NNNNN.pt); give a checkpoint or a run's log "
                               f"directory, such as log_train/<experiment>/log")
-    try:
-        checkpoint = latest_checkpoint(log_dir)
-    except CheckpointError:
-        checkpoint = None
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        try:
+            checkpoint = latest_checkpoint(log_dir)
+        except CheckpointError:
+            checkpoint = None
     if checkpoint is None:
         newest = list_checkpoints(log_dir)[0]
         raise CheckpointError(f"{log_dir} holds no intact checkpoint (its newest, {newest.name}: "
                               f"{verify(newest) or 'inconsistent'}); give the path of a good one")
+    for w in skipped:
+        print(f"warning: {w.message}", file=sys.stderr)
     return checkpoint
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import os
 import subprocess
 import sys
@@ -18,8 +17,10 @@ from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError
 from gptlab.files import DirectoryLock
+from gptlab.generate import (GenerationError, add_sampling_arguments, from_checkpoint, print_samples,
+                             resolve_device, sampling_from_args)
 from gptlab.models.check import check_experiment, user_components
-from gptlab.training.distributed import DeviceError, Dist, all_ranks_agree, check_device
+from gptlab.training.distributed import DeviceError, Dist, all_ranks_agree
 from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
@@ -84,12 +85,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-launch", action="store_true",
                    help="on a machine with several GPUs, run one process instead of relaunching under torchrun")
     g = p.add_argument_group("inference")
-    g.add_argument("--inference", metavar="CKPT", type=Path, help="generate text from a checkpoint instead of training")
-    g.add_argument("--prompt", default="Hello, I'm a language model,")
-    g.add_argument("--num-samples", type=int, default=4)
-    g.add_argument("--max-new-tokens", type=int, default=32)
-    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    g.add_argument("--top-k", type=int, default=50)
+    g.add_argument("--inference", metavar="CKPT", type=Path, help="generate text from a checkpoint instead of training "
+                   "(as gptlab generate CKPT)")
+    add_sampling_arguments(g)
     p.add_argument("overrides", nargs="*", metavar="model.FIELD=VALUE|train.FIELD=VALUE")
     return p
 
@@ -227,38 +225,9 @@ def _refuse_other_experiment(log_dir: Path, name: str) -> None:
 
 
 def inference(args: argparse.Namespace) -> None:
-    from gptlab.data.tokenizer import gpt2_encoding
-    from gptlab.evaluation.samples import generate_samples
-    from gptlab.training.distributed import default_device
-    device = args.device or default_device()
-    check_device(device)
-    state = ckpt.load_checkpoint(args.inference)
-    model = ckpt.model_from_state(state)
-    prompt = gpt2_encoding().encode(args.prompt, allowed_special={"<|endoftext|>"})
-    problems = []
-    if not prompt:
-        problems.append("--prompt is empty; give the text to continue")
-    if args.max_new_tokens < 1:
-        problems.append(f"--max-new-tokens {args.max_new_tokens}: give at least 1")
-    else:  # past block_size only where the position encoding is defined there
-        too_long = model.transformer.wpe.length_problem(model.config, len(prompt) + args.max_new_tokens)
-        if too_long:
-            problems.append(f"the prompt ({len(prompt)} tokens) + --max-new-tokens {args.max_new_tokens}: {too_long}; "
-                            f"shorten one of them")
-    if args.num_samples < 1:
-        problems.append(f"--num-samples {args.num_samples}: give at least 1")
-    if not (math.isfinite(args.temperature) and args.temperature >= 0):
-        problems.append(f"--temperature {args.temperature}: give 0 (greedy) or a positive number")
-    if problems:
-        raise TrainingError("cannot generate:\n  - " + "\n  - ".join(problems))
-    model.to(device).eval()
-    print(f"{args.inference}: experiment {state['experiment']['name']}, step {state['step']}, "
-          f"{model.num_params():,} parameters, on {device}")
-    top_k = args.top_k if args.top_k and args.top_k > 0 else None
-    seed = 42 if args.seed is None else args.seed
-    for i, text in enumerate(generate_samples(model, args.prompt, args.num_samples, args.max_new_tokens, device,
-                                              seed=seed, temperature=args.temperature, top_k=top_k)):
-        print(f"--- sample {i}\n{text}")
+    """--inference CKPT: gptlab generate's code on one checkpoint file (--seed is the sampling seed)."""
+    device = resolve_device(args.device)
+    print_samples(from_checkpoint(args.inference), sampling_from_args(args), device)
 
 
 # what a run's exit status means, as written into $GPTLAB_STATUS_FILE
@@ -309,7 +278,8 @@ def _main(argv: list[str], outcome: dict) -> int:
             if run is not None and run.lock is not None:
                 run.lock.release()
             distributed.teardown()
-    except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError, DeviceError) as e:
+    except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError, DeviceError,
+            GenerationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except Preempted as e:
