@@ -143,6 +143,9 @@ class TrainingConfig:
     data_dir: str = ""  # token shards (FineWeb-Edu's, or `gptlab prepare`'s); set, it wins over `data`; "" = <repo>/data/edu_fineweb10B
     allow_data_change: bool = False  # resume on data other than the checkpoint's (the stream starts over)
     allow_source_change: bool = False  # resume although the experiment file or a user component changed
+    # trackers (gptlab.training.trackers): bookkeeping, not recipe; off unless set; pip install -e ".[track]"
+    wandb: str = ""  # a Weights & Biases project to log the run to; "" = off
+    tensorboard: bool = False  # TensorBoard event files in <log_dir>/tensorboard
 
     def __post_init__(self) -> None:
         problems = []

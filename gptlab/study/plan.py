@@ -30,6 +30,7 @@ FREE_FIELDS = {
     "stop_at": "a pause, schedule unchanged", "keep_last": "checkpoints kept", "compile": "speed only",
     "num_samples": "text samples", "sample_length": "text samples", "sample_prompt": "text samples",
     "max_bad_steps": "a guard", "allow_data_change": "resume rule", "allow_source_change": "resume rule",
+    "wandb": "a tracker", "tensorboard": "a tracker",
 }
 FAIR_FIELDS = tuple(f.name for f in dataclasses.fields(TrainingConfig) if f.name not in FREE_FIELDS)
 

@@ -1,15 +1,24 @@
-"""The one path every number of a run takes: `Metrics` writes each to log.txt (rank 0) and
-the console, and works out what is derived from them (tokens/s, MFU, memory) itself.
-Trackers (W&B, TensorBoard) will be further sinks here; nothing reads numbers back from
-printed text."""
+"""The one path every number of a run takes: `Metrics` writes each to log.txt (rank 0), the
+console and the trackers the run turned on (W&B, TensorBoard: gptlab.training.trackers), and
+works out what is derived from them (tokens/s, MFU, memory) itself; nothing reads numbers
+back from printed text. On an interactive terminal a progress bar sits under the console's
+lines while a step computes; it is never written anywhere else."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from collections.abc import Mapping
 
 import torch
 
 from gptlab.training.distributed import Dist
 from gptlab.training.logger import RunLog
+from gptlab.training.preemption import Preempted
 from gptlab.training.record import RunRecord
+from gptlab.training.trackers import Tracker, scalars
 
 # dense bf16 tensor-core peak FLOP/s from NVIDIA's data sheets, by a part of the device name; the
 # first match wins, so the variants with another peak come before their family's name
@@ -28,9 +37,15 @@ def peak_flops(ctx: Dist) -> dict | None:
 
 
 class Metrics:
+    """A context: leaving it closes the trackers with how the run ended (done, preempted,
+    interrupted, failed) and clears the progress bar."""
+
     def __init__(self, log: RunLog, ctx: Dist, tokens_per_step: int, flops_per_token: int, last_step: int,
-                 record: RunRecord | None = None):
-        self.log, self.ctx, self.run_record = log, ctx, record
+                 record: RunRecord | None = None, trackers: list[Tracker] = (), progress: bool | None = None):
+        self.log, self.ctx, self.run_record, self.trackers = log, ctx, record, list(trackers)
+        if progress is None:
+            progress = show_progress(sys.stdout.isatty(), os.environ)
+        self.progress = ProgressBar(last_step) if progress and ctx.master else None
         self.tokens_per_step, self.flops_per_token, self.last_step = tokens_per_step, flops_per_token, last_step
         peak = peak_flops(ctx)
         self.peak = peak["flops"] if peak else None
@@ -38,13 +53,31 @@ class Metrics:
         self.said_hellaswag_skipped = False
         self.last_evaluation: dict = {}
 
+    def __enter__(self) -> Metrics:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> None:
+        outcome = ("done" if kind is None else "preempted" if issubclass(kind, Preempted) else
+                   "interrupted" if issubclass(kind, KeyboardInterrupt) else "failed")
+        self.close(outcome)
+
     def header(self, key: str, value) -> None:
+        """A line describing the run: log.txt's header, the trackers' run metadata."""
         self.log.header(key, value)
+        self._to_trackers("metadata", key, value)
 
     def record(self, step: int, values: dict) -> None:
-        """Write each named value of a step to every sink."""
+        """Write each named value of a step to every sink (the numbers only to the trackers)."""
         for key, value in values.items():
             self.log.record(step, key, value)
+        numbers = scalars(values)
+        if numbers:
+            self._to_trackers("scalars", step, numbers)
+
+    def step_started(self, step: int) -> None:
+        """Show where the run is while step `step` computes (the progress bar, if any)."""
+        if self.progress is not None:
+            self.progress.draw(step)
 
     def training_step(self, step: int, loss: float, lr: float, norm: float, seconds: float, data_seconds: float,
                       extras: dict[str, float]) -> None:
@@ -86,6 +119,9 @@ class Metrics:
         self.record(step, values)
         for text in samples:
             self.record(step, {"sample": repr(text)})
+        if samples:
+            self._to_trackers("text", step, "samples", samples)
+        self._to_trackers("flush")
         self.update_record(step)
         message = f"step {step:5d} | val {results['val']:.4f}"
         if skipped:
@@ -114,7 +150,78 @@ class Metrics:
 
     def print(self, text: str) -> None:
         if self.ctx.master:
+            if self.progress is not None:
+                self.progress.clear()
             print(text, flush=True)
+
+    def close(self, outcome: str) -> None:
+        """The end of the run's process: `done`, `preempted`, `interrupted` or `failed`."""
+        if self.progress is not None:
+            self.progress.clear()
+        self._to_trackers("close", outcome)
+        self.trackers = []
+
+    def _to_trackers(self, method: str, *args) -> None:
+        """Call each tracker; one that fails is turned off with a warning, and the run goes on:
+        log.txt and the checkpoints are what must not fail."""
+        for tracker in list(self.trackers):
+            try:
+                getattr(tracker, method)(*args)
+            except Exception as e:  # noqa: BLE001 - any tracker error, reported and contained
+                self.trackers.remove(tracker)
+                name = type(tracker).__name__.removesuffix("Tracker")
+                print(f"warning: {name} failed ({type(e).__name__}: {e}); it is off for the rest of this process, "
+                      f"log.txt has every number", file=sys.stderr, flush=True)
+
+
+def show_progress(isatty: bool, environ: Mapping[str, str]) -> bool:
+    """A progress bar only for a person watching: stdout is a terminal (not a file or a pipe),
+    not under CI (the CI variable set), not a terminal that cannot redraw a line."""
+    ci = environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+    return isatty and not ci and environ.get("TERM") != "dumb"
+
+
+def progress_line(step: int, total: int, seconds_left: float | None, columns: int) -> str:
+    """`step 1200/19073 [##----------] 6.3% | 2h 41m left`, cut to fit `columns`."""
+    fraction = min(1.0, step / total) if total else 1.0
+    head = f"step {step}/{total} "
+    tail = f" {100 * fraction:.1f}% | {duration(seconds_left) + ' left' if seconds_left is not None else 'time left ?'}"
+    room = min(40, columns - 1 - len(head) - len(tail) - 2)
+    bar = f"[{'#' * int(room * fraction):-<{room}}]" if room >= 10 else ""
+    return (head + bar + tail)[:max(0, columns - 1)]
+
+
+class ProgressBar:
+    """One status line under the console's lines, drawn while a step computes and cleared
+    (overwritten with spaces, no escape codes) before anything is printed. Its time left is
+    this process's wall-clock rate since its first step (compilation left out), evaluations
+    included."""
+
+    def __init__(self, total: int, stream=None):
+        self.total, self.stream = total, stream or sys.stdout
+        self.shown = 0  # characters on the status line now
+        self.first: int | None = None  # the first step of this process
+        self.since: tuple[float, int] | None = None  # (time, step) when it ended
+
+    def draw(self, step: int) -> None:
+        now, left = time.monotonic(), None
+        if self.first is None:
+            self.first = step
+        elif self.since is None:
+            self.since = (now, step)
+        elif step > self.since[1]:
+            left = (now - self.since[0]) / (step - self.since[1]) * (self.total - step)
+        line = progress_line(step, self.total, left, shutil.get_terminal_size().columns)
+        self.clear()
+        self.stream.write(line)
+        self.stream.flush()
+        self.shown = len(line)
+
+    def clear(self) -> None:
+        if self.shown:
+            self.stream.write("\r" + " " * self.shown + "\r")
+            self.stream.flush()
+            self.shown = 0
 
 
 def console_extras(extras: dict[str, float]) -> str:

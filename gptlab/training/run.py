@@ -67,8 +67,10 @@ def check_run(run: Run, world_size: int) -> None:
     """What can be known wrong before anything is written: the model's components against
     its config, and the batch shape against the model and the number of processes."""
     from gptlab.models.gpt import check_components
+    from gptlab.training.trackers import check_installed
     check_components(run.model_config, **run.experiment.components())
     cfg = run.train_config
+    check_installed(cfg)  # a tracker asked for but not installed
     if cfg.hellaswag and cfg.hellaswag_file:
         from gptlab.evaluation.hellaswag import problem_with
         problem = problem_with(Path(cfg.hellaswag_file)) if Path(cfg.hellaswag_file).is_file() else "it is not a file"

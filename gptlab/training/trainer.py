@@ -25,6 +25,7 @@ from gptlab.training.preemption import Preempted, Preemption
 from gptlab.training.record import RunRecord
 from gptlab.training.run import Run, TrainingError, autocast_context, describe, grad_accum_steps
 from gptlab.training.state import TrainState
+from gptlab.training.trackers import open_trackers
 
 
 def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
@@ -60,25 +61,28 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
 
     description = describe(run, model, ctx, accum, data)
     stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
-    metrics = Metrics(RunLog(run.log_dir, enabled=ctx.master), ctx, cfg.total_batch_size,
-                      description["flops_per_token"], stop, RunRecord(run.log_dir, enabled=ctx.master))
-    checkpointer = ckpt.Checkpointer(run.log_dir, cfg.keep_last, ctx, description)
-    if ctx.master:
-        ckpt.remove_stale_temporaries(run.log_dir)
-        _log_start(run, metrics, description, resumed_at)
-    metrics.update_record(resumed_at or 0)
-    try:
-        return _train_loop(run, ctx, state, metrics, checkpointer, model, optimizer, data, batches, same_data,
-                           compile_model, resumed_at, stop)
-    except Preempted as e:
-        metrics.update_record(state.step, "stopped", f"preempted: {e}")
-        raise
-    except KeyboardInterrupt:
-        metrics.update_record(state.step, "stopped", "interrupted (Ctrl-C)")
-        raise
-    except BaseException as e:
-        metrics.update_record(state.step, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
-        raise
+    trackers = open_trackers(run, ctx, resumed_at)
+    for tracker in trackers:  # the W&B run id goes into every checkpoint: a resume continues that run
+        description.update(tracker.identity())
+    with Metrics(RunLog(run.log_dir, enabled=ctx.master), ctx, cfg.total_batch_size, description["flops_per_token"],
+                 stop, RunRecord(run.log_dir, enabled=ctx.master), trackers) as metrics:  # closes the trackers
+        checkpointer = ckpt.Checkpointer(run.log_dir, cfg.keep_last, ctx, description)
+        if ctx.master:
+            ckpt.remove_stale_temporaries(run.log_dir)
+            _log_start(run, metrics, description, resumed_at)
+        metrics.update_record(resumed_at or 0)
+        try:
+            return _train_loop(run, ctx, state, metrics, checkpointer, model, optimizer, data, batches, same_data,
+                               compile_model, resumed_at, stop)
+        except Preempted as e:
+            metrics.update_record(state.step, "stopped", f"preempted: {e}")
+            raise
+        except KeyboardInterrupt:
+            metrics.update_record(state.step, "stopped", "interrupted (Ctrl-C)")
+            raise
+        except BaseException as e:
+            metrics.update_record(state.step, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
+            raise
 
 
 def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkpointer, model, optimizer, data,
@@ -124,6 +128,7 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
                 raise Preempted(f"stopped by {preemption.name} at step {step}; checkpoint {last_checkpoint}; "
                                 f"continue with --resume auto")
 
+            metrics.step_started(step)
             t0 = time.perf_counter()
             run_model.train()
             optimizer.zero_grad(set_to_none=True)
