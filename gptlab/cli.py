@@ -85,14 +85,14 @@ def check(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
     if not argv:
         print(usage(), file=sys.stderr)
         return 2
     if argv[0] not in COMMANDS:
-        close = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+        close = difflib.get_close_matches(argv[0].lower(), COMMANDS, n=1)
         print(f"gptlab: no command {argv[0]!r}" + (f"; did you mean {close[0]}?" if close else "") +
               f"\ncommands: {', '.join(COMMANDS)} (gptlab --help says what each does)", file=sys.stderr)
         return 2

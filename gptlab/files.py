@@ -1,4 +1,5 @@
-"""Atomic file writes: a file that exists under its final name is complete.
+"""Atomic file writes: a file (or a directory: `atomic_directory`) that exists under its final
+name is complete.
 
 Every write of something a run depends on (checkpoints, their markers, token shards, the
 embedded-corpus cache, downloads, preparation progress) goes through `atomic_write`:
@@ -9,8 +10,11 @@ directory. A failure, a kill or a full disk leaves the old file (or none), never
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
@@ -60,6 +64,44 @@ def remove_temporaries(directory: Path, name_pattern: str) -> None:
     """Delete what writes that were killed midway left of files matching name_pattern."""
     for tmp in Path(directory).glob(f".{name_pattern}{TEMPORARY_MARK}*"):
         tmp.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_directory(path: Path) -> Iterator[Path]:
+    """A directory written whole or not at all: yields a new private temporary directory beside
+    `path` to fill; when the block ends normally it becomes `path` in one rename (path must be
+    absent or an empty directory), and on an exception it is removed. Temporaries that killed
+    processes left beside `path` are removed first; the files keep the permissions the umask
+    gives, whatever the writer chose."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    prefix = f".{path.name}{TEMPORARY_MARK}"
+    for stale in path.parent.glob(f"{prefix}*"):
+        pid = stale.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink() if stale.is_symlink() or not stale.is_dir() else shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=path.parent))  # unpredictable, ours alone
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)
+        for f in tmp.rglob("*"):
+            os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class DirectoryLock:

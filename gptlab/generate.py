@@ -68,7 +68,7 @@ def add_sampling_arguments(group) -> None:
 
 def sampling_from_args(args: argparse.Namespace, stop_at_eot: bool = True) -> Sampling:
     return Sampling(prompt=args.prompt, num_samples=args.num_samples, max_new_tokens=args.max_new_tokens,
-                    temperature=args.temperature, top_k=args.top_k if args.top_k and args.top_k > 0 else None,
+                    temperature=args.temperature, top_k=args.top_k or None,
                     seed=DEFAULT_SEED if args.seed is None else args.seed, stop_at_eot=stop_at_eot)
 
 
@@ -124,6 +124,10 @@ def problems(model, prompt: list[int], sampling: Sampling) -> list[str]:
                          f"{too_long}; shorten one of them")
     if sampling.num_samples < 1:
         found.append(f"--num-samples {sampling.num_samples}: give at least 1")
+    if sampling.top_k is not None and sampling.top_k < 0:
+        found.append(f"--top-k {sampling.top_k}: give a positive K, or 0 for the whole vocabulary")
+    if not 0 <= sampling.seed < 2**64:
+        found.append(f"--seed {sampling.seed}: give a seed from 0 to 2**64 - 1")
     if not (math.isfinite(sampling.temperature) and sampling.temperature >= 0):
         found.append(f"--temperature {sampling.temperature}: give 0 (greedy) or a positive number")
     return found

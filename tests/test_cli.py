@@ -76,8 +76,10 @@ def test_a_new_or_lost_flag_is_named_with_what_to_do():
 
 
 def test_help_lists_every_command_once_in_order(capsys):
-    assert main(["--help"]) == 0
+    assert main(["help"]) == 0 and main(["--help"]) == 0
     out = capsys.readouterr().out
+    assert out.count("usage: gptlab COMMAND") == 2
+    out = out[len(out) // 2:]
     assert out == usage() + "\n"
     listed = [line.split()[0] for line in out.split("commands:\n")[1].split("\n\n")[0].splitlines()]
     assert listed == list(COMMANDS) == ORDER
@@ -100,6 +102,7 @@ def test_every_command_has_its_own_help(name, capsys):
     (["trian"], ["no command 'trian'; did you mean train?"]),
     (["genrate", "x.pt"], ["did you mean generate?"]),
     (["eval_lengths"], ["did you mean eval-lengths?"]),
+    (["EXPORT"], ["did you mean export?"]),
     (["frobnicate"], ["no command 'frobnicate'\n", "commands: train, study"]),
     ([], ["usage: gptlab COMMAND", "  generate"]),
 ])

@@ -120,6 +120,8 @@ def test_the_damaged_checkpoint_skipped_is_named(run_dir, capsys):
     (None, ["--max-new-tokens", "0", "--num-samples", "0"], ["--max-new-tokens 0: give at least 1",
                                                             "--num-samples 0: give at least 1"]),
     (None, ["--temperature", "-1"], ["--temperature -1.0: give 0 (greedy) or a positive number"]),
+    (None, ["--top-k", "-3", "--seed", str(2**70)], ["--top-k -3: give a positive K", "--seed 1180591620717411303424: "
+                                                    "give a seed from 0 to 2**64 - 1"]),
     ("missing", [], ["nope.pt does not exist", "a run's log directory", "gpt2-medium"]),
     ("garbage", [], ["cannot be read as a gptlab checkpoint", "damaged"]),
     ("checksum", [], ["do not match its stored sha256"]),

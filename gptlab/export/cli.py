@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -39,26 +40,35 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
     if args.list:
+        if args.checkpoint or args.out_dir:
+            p.error("--list lists the experiments and exports nothing: give it alone")
         list_experiments()
         return 0
     if args.checkpoint is None or args.out_dir is None:
         p.error("give a checkpoint (or a run's log directory) and an output directory, or --list")
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwinds: the partial export goes
     from gptlab.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, model_from_state
     try:
         checkpoint = find_checkpoint(args.checkpoint)
         state = load_checkpoint(checkpoint)
         model = model_from_state(state)
         name = state["experiment"]["name"]
-        exported = export_model(model, args.out_dir, args.dtype,
-                                {"experiment": name, "step": state.get("step"), "checkpoint": str(checkpoint)})
+        exported = export_model(model, args.out_dir, args.dtype, {"experiment": name, "step": state.get("step"),
+                                                                  "checkpoint": str(checkpoint.resolve())})
     except (CheckpointError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        print(f"error: cannot write {args.out_dir}: {e}; nothing was written", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: interrupted; nothing was written to {args.out_dir}", file=sys.stderr)
+        return 130
     out = exported.directory
     print(f"exported {checkpoint} (experiment {name}, step {state.get('step')}) to {out} as "
           f"{exported.family.hf_class}, {args.dtype}")
-    print(f"  checked: loaded back with transformers, its logits equal gptlab's to {exported.max_difference:.2e} "
-          f"on a {exported.probe_tokens}-token probe")
+    print(f"  checked: loaded back with transformers, its logits differ from gptlab's by at most "
+          f"{exported.max_difference:.2e} (largest logit {exported.logit_scale:.3g}) on a {exported.probe_tokens}-token probe")
     print(f"  use it:  AutoModelForCausalLM.from_pretrained({str(out)!r}); AutoTokenizer.from_pretrained({str(out)!r})")
     return 0
 

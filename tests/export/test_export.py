@@ -105,6 +105,9 @@ def test_the_halves_layout_rotates_the_same_pairs_as_gptlabs_interleaved_rope():
 
 
 def test_export_list_names_every_experiments_class_or_refusal(capsys):
+    with pytest.raises(SystemExit):
+        main(["--list", "ckpt.pt", "out"])
+    capsys.readouterr()
     assert main(["--list"]) == 0
     out = capsys.readouterr().out
     for name, hf_class in EXPORTS.items():
@@ -189,6 +192,16 @@ def test_a_bfloat16_export_holds_the_rounded_weights(tmp_path):
 
 
 @pytest.mark.long
+@pytest.mark.parametrize("name", ["rope", "llama", "deepseek_v2"])
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_a_half_precision_export_of_rope_checks_against_the_rounded_weights_not_rounded_tables(name, dtype, tmp_path):
+    """transformers computes RoPE's angles in float32 whatever the weights' dtype, as gptlab does."""
+    pytest.importorskip("transformers")
+    exported = export_model(scrambled(name), tmp_path / "out", dtype=dtype)
+    assert exported.max_difference <= 1e-4 * max(1.0, exported.logit_scale)
+
+
+@pytest.mark.long
 def test_an_export_that_would_compute_something_else_is_caught_and_not_left_behind(tmp_path, monkeypatch):
     """Break the mapping on purpose (no RoPE pair permutation): the check refuses it."""
     pytest.importorskip("transformers")
@@ -210,6 +223,18 @@ def test_export_command_writes_a_runs_newest_checkpoint(tmp_path, capsys):
     idx = torch.randint(0, model.config.vocab_size, (1, model.config.block_size))
     with torch.no_grad():
         torch.testing.assert_close(hf(idx).logits, model(idx).logits[..., :GPT2_VOCAB], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.long
+def test_export_command_writes_into_the_current_directory_or_new_parents(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("transformers")
+    write_run(tmp_path / "run" / "log", "baseline")
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert main([str(tmp_path / "run"), "."]) == 0 and (tmp_path / "here" / "config.json").is_file()
+    assert main([str(tmp_path / "run"), str(tmp_path / "a" / "b" / "hf")]) == 0
+    assert (tmp_path / "a" / "b" / "hf" / "model.safetensors").is_file()
+    assert sorted(p.name for p in (tmp_path / "a" / "b").iterdir()) == ["hf"]  # no temporary left beside it
 
 
 def test_export_command_refuses_a_corrupt_checkpoint_in_one_line(tmp_path, capsys):
