@@ -365,7 +365,7 @@ def test_gptlab_prepare_is_a_command_and_training_names_the_prepared_corpus(tmp_
     assert np.array_equal(x[0].numpy(), read_split(tmp_path / "out", "train")[:64])
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_the_printed_command_trains_on_the_prepared_corpus(tmp_path, capsys):
     write_jsonl(tmp_path / "c.jsonl", [{"text": d} for d in texts(700, seed=11)])
     out = tmp_path / "out"

@@ -35,6 +35,7 @@ def final_state(log_dir: Path, step: int = 6) -> dict:
     return torch.load(log_dir / f"model_{step:05d}.pt", weights_only=True)
 
 
+@pytest.mark.long  # the default tier's longest run; the SIGKILL tests resume bitwise too
 def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path):
     assert main([*BASE, "--log-dir", str(tmp_path / "whole")]) == 0
     assert main([*BASE, "--log-dir", str(tmp_path / "split"), "train.stop_at=4"]) == 0
