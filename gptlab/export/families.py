@@ -227,26 +227,34 @@ def llama_config(model) -> dict:
                 mlp_bias=c.bias, tie_word_embeddings=True, attention_dropout=0.0, **TOKENS)
 
 
-def llama_weights(model) -> dict[str, Tensor]:
-    c = model.config
+def llama_shell(model) -> dict[str, Tensor]:
+    """What Llama and DeepSeek-V2 name alike: the tied embedding, the norms and the SwiGLU MLPs;
+    each adds its attention."""
     wte = real_rows(model.transformer.wte.weight)
     out = {"model.embed_tokens.weight": wte, "lm_head.weight": wte, "model.norm.weight": model.transformer.ln_f.weight}
     for i, block in enumerate(model.transformer.h):
-        p, attn = f"model.layers.{i}", block.attn
-        out[f"{p}.input_layernorm.weight"] = block.ln_1.weight
-        out[f"{p}.post_attention_layernorm.weight"] = block.ln_2.weight
+        out[f"model.layers.{i}.input_layernorm.weight"] = block.ln_1.weight
+        out[f"model.layers.{i}.post_attention_layernorm.weight"] = block.ln_2.weight
+        out.update(gated(f"model.layers.{i}.mlp", block.mlp, model.config.bias))
+    return out
+
+
+def llama_weights(model) -> dict[str, Tensor]:
+    c = model.config
+    out = llama_shell(model)
+    for i, block in enumerate(model.transformer.h):
+        p, attn = f"model.layers.{i}.self_attn", block.attn
         sizes = [c.n_head * c.head_dim, attn.n_kv_head * c.head_dim, attn.n_kv_head * c.head_dim]
         q, k, v = attn.c_attn.weight.split(sizes)
-        out[f"{p}.self_attn.q_proj.weight"] = halves(q, c.n_head, c.head_dim)
-        out[f"{p}.self_attn.k_proj.weight"] = halves(k, attn.n_kv_head, c.head_dim)
-        out[f"{p}.self_attn.v_proj.weight"] = v
-        out.update(linear(f"{p}.self_attn.o_proj", attn.c_proj, c.bias))
+        out[f"{p}.q_proj.weight"] = halves(q, c.n_head, c.head_dim)
+        out[f"{p}.k_proj.weight"] = halves(k, attn.n_kv_head, c.head_dim)
+        out[f"{p}.v_proj.weight"] = v
+        out.update(linear(f"{p}.o_proj", attn.c_proj, c.bias))
         if c.bias:
             q, k, v = attn.c_attn.bias.split(sizes)
-            out[f"{p}.self_attn.q_proj.bias"] = halves(q, c.n_head, c.head_dim)
-            out[f"{p}.self_attn.k_proj.bias"] = halves(k, attn.n_kv_head, c.head_dim)
-            out[f"{p}.self_attn.v_proj.bias"] = v
-        out.update(gated(f"{p}.mlp", block.mlp, c.bias))
+            out[f"{p}.q_proj.bias"] = halves(q, c.n_head, c.head_dim)
+            out[f"{p}.k_proj.bias"] = halves(k, attn.n_kv_head, c.head_dim)
+            out[f"{p}.v_proj.bias"] = v
     return out
 
 
@@ -267,12 +275,9 @@ def deepseek_v2_config(model) -> dict:
 
 def deepseek_v2_weights(model) -> dict[str, Tensor]:
     c = model.config
-    wte = real_rows(model.transformer.wte.weight)
-    out = {"model.embed_tokens.weight": wte, "lm_head.weight": wte, "model.norm.weight": model.transformer.ln_f.weight}
+    out = llama_shell(model)
     for i, block in enumerate(model.transformer.h):
         p, attn = f"model.layers.{i}.self_attn", block.attn
-        out[f"model.layers.{i}.input_layernorm.weight"] = block.ln_1.weight
-        out[f"model.layers.{i}.post_attention_layernorm.weight"] = block.ln_2.weight
         if attn.q_lora_rank:
             out.update(linear(f"{p}.q_a_proj", attn.wq_a, c.bias) | linear(f"{p}.q_b_proj", attn.wq_b, False))
             out[f"{p}.q_a_layernorm.weight"] = attn.q_norm.weight
@@ -281,7 +286,6 @@ def deepseek_v2_weights(model) -> dict[str, Tensor]:
         out.update(linear(f"{p}.kv_a_proj_with_mqa", attn.wkv_a, c.bias) | linear(f"{p}.kv_b_proj", attn.wkv_b, False)
                    | linear(f"{p}.o_proj", attn.c_proj, c.bias))
         out[f"{p}.kv_a_layernorm.weight"] = attn.kv_norm.weight
-        out.update(gated(f"model.layers.{i}.mlp", block.mlp, c.bias))
     return out
 
 
