@@ -1,7 +1,9 @@
+import dataclasses
+
 import pytest
 import torch
 
-from gptlab import build_model, load_experiment
+from gptlab import TrainingConfig, build_model, load_experiment
 from gptlab.core.experiment import available_experiments
 
 EXPERIMENTS = available_experiments()
@@ -11,6 +13,22 @@ TINY = dict(n_layer=2, n_head=4, n_embd=32, block_size=32, vocab_size=97)
 def tiny_model(name: str, seed: int = 0, **overrides):
     torch.manual_seed(seed)
     return build_model(load_experiment(name), **{**TINY, **overrides})
+
+
+def save_run_checkpoint(log_dir, model, step: int, experiment: str = "baseline", sequence_length: int = 16):
+    """model's checkpoint as the trainer writes it (with its .sha256 marker) into log_dir: the
+    record of experiment's classes, the configs, the step, the weights. Returns its path."""
+    from gptlab.training.checkpoint import save_checkpoint
+    exp = load_experiment(experiment)
+    train = TrainingConfig(data="embedded", sequence_length=sequence_length, micro_batch_size=4,
+                           total_batch_size=4 * sequence_length)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"model_{step:05d}.pt"
+    save_checkpoint(path, {
+        "experiment": {"name": exp.name, "path": str(exp.path), "preset": "smoke", **exp.class_names()},
+        "model_config": dataclasses.asdict(model.config), "training_config": dataclasses.asdict(train),
+        "step": step, "model": model.state_dict()})
+    return path
 
 
 @pytest.fixture(params=EXPERIMENTS)

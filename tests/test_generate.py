@@ -10,14 +10,14 @@ import sys
 import pytest
 import torch
 
-from gptlab import TrainingConfig, build_model, load_experiment
+from gptlab import build_model, load_experiment
 from gptlab.cli import main as gptlab_main
 from gptlab.data.tokenizer import EOT
 from gptlab.evaluation.samples import generate_samples
 from gptlab.generate import Sampling, load_source, main, sample
 from gptlab.paths import REPO_ROOT
-from gptlab.training.checkpoint import save_checkpoint
 from gptlab.training.cli import main as train_main
+from tests.conftest import save_run_checkpoint
 
 # GPT-2's vocabulary (the default vocab_size), so that any prompt is in it
 SMALL = dict(n_layer=1, n_head=2, n_embd=16, block_size=16)
@@ -30,16 +30,7 @@ def tiny(name: str = "baseline", seed: int = 0):
 
 
 def write_checkpoint(log_dir, step: int, model):
-    """A checkpoint as the trainer writes it (with its .sha256 marker)."""
-    exp = load_experiment("baseline")
-    train = TrainingConfig(data="embedded", sequence_length=16, micro_batch_size=4, total_batch_size=64)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path = log_dir / f"model_{step:05d}.pt"
-    save_checkpoint(path, {
-        "experiment": {"name": exp.name, "path": str(exp.path), "preset": "smoke", **exp.class_names()},
-        "model_config": dataclasses.asdict(model.config), "training_config": dataclasses.asdict(train),
-        "step": step, "model": model.state_dict()})
-    return path
+    return save_run_checkpoint(log_dir, model, step)
 
 
 def printed_samples(out: str) -> list[str]:

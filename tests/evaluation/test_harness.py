@@ -2,7 +2,6 @@
 forward passes of the checkpoint's model (the real-vocabulary log-softmax written out here,
 and gptlab's own loss); then lm-eval's command line on a task file written here."""
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -11,11 +10,12 @@ import sys
 import pytest
 import torch
 
-from gptlab import TrainingConfig, build_model, load_experiment
+from gptlab import build_model, load_experiment
 from gptlab.core.config import GPT2_VOCAB
 from gptlab.data.tokenizer import EOT, gpt2_encoding
 from gptlab.paths import REPO_ROOT
-from gptlab.training.checkpoint import CheckpointError, save_checkpoint
+from gptlab.training.checkpoint import CheckpointError
+from tests.conftest import save_run_checkpoint
 
 pytestmark = pytest.mark.long  # lm_eval is a heavy optional import, and the last tests are subprocesses
 
@@ -48,12 +48,7 @@ def write_checkpoint(log_dir, padding: str, step: int = 7):
             model.transformer.ln_f.bias[0] = 5.0
             pad.zero_()
             pad[:, 0] = -100.0
-    train = TrainingConfig(data="embedded", sequence_length=32, micro_batch_size=4, total_batch_size=128)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(log_dir / f"model_{step:05d}.pt", {
-        "experiment": {"name": exp.name, "path": str(exp.path), "preset": "smoke", **exp.class_names()},
-        "model_config": dataclasses.asdict(model.config), "training_config": dataclasses.asdict(train),
-        "step": step, "model": model.state_dict()})
+    save_run_checkpoint(log_dir, model, step, sequence_length=32)
     return model.eval()
 
 

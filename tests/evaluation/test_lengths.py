@@ -1,7 +1,6 @@
 """Length extrapolation: the same tokens scored at every length, checked against a loop that
 scores each token by hand; the command on checkpoints written here as the trainer writes them."""
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -10,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from gptlab import TrainingConfig, build_model, load_experiment
+from gptlab import build_model, load_experiment
 from gptlab.data import embedded
 from gptlab.evaluation.lengths import LengthError, length_losses, main, whole_tokens
 from gptlab.paths import REPO_ROOT
-from gptlab.training.checkpoint import save_checkpoint
+from tests.conftest import save_run_checkpoint
 
 TINY = dict(n_layer=2, n_head=2, n_embd=16, block_size=8, vocab_size=53)
 
@@ -77,15 +76,9 @@ SMALL = dict(n_layer=1, n_head=2, n_embd=16, block_size=16)
 
 
 def write_run(log_dir, name: str, step: int = 3, seed: int = 0):
-    exp = load_experiment(name)
     torch.manual_seed(seed)
-    model = build_model(exp, **SMALL)
-    train = TrainingConfig(data="embedded", sequence_length=16, micro_batch_size=4, total_batch_size=64)
-    log_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(log_dir / f"model_{step:05d}.pt", {
-        "experiment": {"name": exp.name, "path": str(exp.path), "preset": "smoke", **exp.class_names()},
-        "model_config": dataclasses.asdict(model.config), "training_config": dataclasses.asdict(train),
-        "step": step, "model": model.state_dict()})
+    model = build_model(load_experiment(name), **SMALL)
+    save_run_checkpoint(log_dir, model, step, experiment=name)
     return model.eval()
 
 
