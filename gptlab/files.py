@@ -78,8 +78,12 @@ def atomic_directory(path: Path) -> Iterator[Path]:
     prefix = f".{path.name}{TEMPORARY_MARK}"
     for stale in path.parent.glob(f"{prefix}*"):
         pid = stale.name[len(prefix):].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            stale.unlink() if stale.is_symlink() or not stale.is_dir() else shutil.rmtree(stale, ignore_errors=True)
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:  # a link is removed, never followed
+            stale.unlink()
     tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=path.parent))  # unpredictable, ours alone
     try:
         yield tmp
