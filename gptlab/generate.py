@@ -152,7 +152,7 @@ def sample(model, sampling: Sampling, device: str) -> list[str]:
     idx = torch.tensor([prompt] * sampling.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(sampling.seed)
     out = model.generate(idx, sampling.max_new_tokens, temperature=sampling.temperature, top_k=sampling.top_k,
-                         generator=generator)
+                         generator=generator, stop_token=EOT if sampling.stop_at_eot else None)
     texts = []
     for row in out[:, len(prompt):].tolist():
         if sampling.stop_at_eot and EOT in row:

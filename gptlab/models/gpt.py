@@ -137,10 +137,13 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 generator: torch.Generator | None = None, n_vocab: int | None = None) -> Tensor:
+                 generator: torch.Generator | None = None, n_vocab: int | None = None,
+                 stop_token: int | None = None) -> Tensor:
         """Continue idx (B, T) by max_new_tokens tokens with the KV cache; temperature 0 is
         greedy. Only the last position's logits are computed, and only the first n_vocab rows
         are ever chosen (default: GPT-2's 50257 real tokens, not the padding up to vocab_size).
+        With stop_token, generation ends early once every row has produced it (the tokens a row
+        drew before are the same as without it; what follows its stop token is the caller's to cut).
         Past block_size, an encoding without a length limit (sinusoidal, RoPE, ALiBi, none)
         keeps going: the cache grows and every new token attends over the whole context,
         longer than any seen in training (no sliding window, no truncation). Learned positions
@@ -154,12 +157,16 @@ class GPT(nn.Module):
         was_training = self.training
         self.eval()
         caches = self.new_caches(total)
-        next_input = idx
+        next_input, stopped = idx, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
         for _ in range(max_new_tokens):
             x, _ = self.features(next_input, caches)
             logits = self.lm_head(x[:, -1, :])[:, :n_vocab]
             next_input = sample_next(logits, temperature, top_k, generator)
             idx = torch.cat((idx, next_input), dim=1)
+            if stop_token is not None:
+                stopped |= next_input[:, 0] == stop_token
+                if stopped.all():  # one sync a token, only when asked to stop
+                    break
         self.train(was_training)
         return idx
 

@@ -89,6 +89,21 @@ def test_changing_token_t_changes_no_earlier_logit(experiment_name):
     assert not torch.allclose(logits2[:, t:], logits[:, t:])
 
 
+def test_generation_ends_once_every_row_has_its_stop_token_and_draws_the_same_tokens_before():
+    model = tiny_model("baseline", vocab_size=50304)
+    idx = torch.randint(0, 50257, (3, 4), generator=torch.Generator().manual_seed(0))
+
+    def generate(rows, stop=None):
+        return model.generate(idx[:rows], 24, generator=torch.Generator().manual_seed(1), stop_token=stop)
+
+    one = generate(1)
+    stop = one[0, 4 + 2].item()  # the third token the row draws
+    assert torch.equal(generate(1, stop), one[:, :4 + 3])  # it ends with its stop token
+    three = generate(3)
+    assert stop not in three[1:, 4:].flatten().tolist()
+    assert torch.equal(generate(3, stop), three)  # rows that never draw it go on to max_new_tokens
+
+
 def test_cached_greedy_generation_equals_recomputing_the_sequence(experiment_name):
     model = tiny_model(experiment_name).eval()
     prompt = torch.randint(0, 97, (2, 5))
