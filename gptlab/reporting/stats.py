@@ -1,19 +1,28 @@
-"""The statistics of a comparison over seeds: mean, sample standard deviation, and Welch's
-t-test (Welch 1947) of the difference between two variants' means.
+"""The statistics of a comparison over seeds, with scipy.stats doing the distributions.
 
-Welch's test does not assume the two variants have the same seed-to-seed spread. Its
-p-value comes from Student's t distribution with the Welch-Satterthwaite degrees of
-freedom, computed through the regularized incomplete beta function (Numerical Recipes
-§6.4, the continued fraction evaluated by Lentz's method): no SciPy needed.
+- Welch's t-test (Welch 1947) of a variant's mean against the baseline's: it does not assume
+  the two have the same seed-to-seed spread.
+- Holm's step-down correction (Holm 1979) over the comparisons of one table and metric: the
+  chance that any of them is called significant when no variant differs stays at alpha.
+- Resolution: the minimum detectable effect of a two-sample t-test at n seeds per arm (power
+  from the noncentral t distribution), and the seeds per arm a given difference needs.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-SIGNIFICANCE = 0.05  # a difference is called significant below this two-sided p-value
+from scipy import optimize
+from scipy import stats as scipy_stats
+
+SIGNIFICANCE = 0.05  # family-wise: a difference is called significant below this Holm-adjusted p-value
+POWER = 0.8  # the power the resolution is stated at
+# the fewest seeds per arm at which a difference is tested at all. With two, each arm's spread rests on one
+# degree of freedom (its 95% range spans a factor of 45), so two seeds that agree by chance make any difference
+# "significant"; three give each spread two degrees of freedom and Welch's test at least two.
+MIN_SEEDS = 3
 
 
 @dataclass(frozen=True)
@@ -23,19 +32,25 @@ class Comparison:
     se: float  # its standard error
     df: float  # Welch-Satterthwaite degrees of freedom
     t: float
-    p: float  # two-sided
+    p: float  # two-sided, this comparison alone
+    p_adjusted: float | None = None  # Holm-adjusted over the table's comparisons of this metric
+    family: int = 1  # how many comparisons the adjustment is over
+
+    @property
+    def p_family(self) -> float:
+        return self.p if self.p_adjusted is None else self.p_adjusted
 
     @property
     def significant(self) -> bool:
-        return self.p < SIGNIFICANCE
+        return self.p_family < SIGNIFICANCE
 
     def mark(self) -> str:
-        """'**' p < 0.01, '*' p < 0.05, else 'not significant'."""
-        return "**" if self.p < 0.01 else "*" if self.p < SIGNIFICANCE else "not significant"
+        """'**' adjusted p < 0.01, '*' < 0.05, else 'not significant'."""
+        return "**" if self.p_family < 0.01 else "*" if self.p_family < SIGNIFICANCE else "not significant"
 
     def ci95(self) -> float:
-        """Half-width of the 95% confidence interval of the difference."""
-        return t_quantile(0.975, self.df) * self.se
+        """Half-width of the 95% confidence interval of the difference (this comparison alone)."""
+        return t_quantile(0.975, self.df) * self.se if self.se else 0.0
 
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
@@ -49,56 +64,84 @@ def welch(variant: list[float], baseline: list[float]) -> Comparison | None:
     if len(variant) < 2 or len(baseline) < 2:
         return None
     (m1, s1), (m2, s2) = mean_std(variant), mean_std(baseline)
-    v1, v2 = s1 ** 2 / len(variant), s2 ** 2 / len(baseline)
-    delta, se = m1 - m2, math.sqrt(v1 + v2)
+    delta, se = m1 - m2, math.sqrt(s1 ** 2 / len(variant) + s2 ** 2 / len(baseline))
     if se == 0:  # identical runs: a difference is certain, no difference is certainly none
         return Comparison(delta, 0.0, math.inf, math.copysign(math.inf, delta) if delta else 0.0,
                           0.0 if delta else 1.0)
-    df = (v1 + v2) ** 2 / (v1 ** 2 / (len(variant) - 1) + v2 ** 2 / (len(baseline) - 1))
-    t = delta / se
-    return Comparison(delta, se, df, t, 2 * t_sf(abs(t), df))
+    result = scipy_stats.ttest_ind(variant, baseline, equal_var=False)
+    return Comparison(delta, se, float(result.df), float(result.statistic), float(result.pvalue))
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjusted p-values, in the order given: the i-th smallest p is multiplied by
+    (m - i + 1), and an adjusted p is never below the one before it in that order."""
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def adjust(comparisons: list[Comparison | None]) -> list[Comparison | None]:
+    """The comparisons of one family (one table, one metric) with their Holm-adjusted p-values."""
+    tested = [c for c in comparisons if c is not None]
+    adjusted = iter(holm([c.p for c in tested]))
+    return [None if c is None else replace(c, p_adjusted=next(adjusted), family=len(tested)) for c in comparisons]
 
 
 def t_sf(t: float, df: float) -> float:
-    """P(T > t) for Student's t with df degrees of freedom, t >= 0."""
-    if math.isinf(df):
-        return 0.5 * math.erfc(t / math.sqrt(2))
-    return 0.5 * betainc(df / 2, 0.5, df / (df + t * t))
+    """P(T > t) for Student's t with df degrees of freedom."""
+    return float(scipy_stats.t.sf(t, df))
 
 
 def t_quantile(q: float, df: float) -> float:
-    """The t with P(T <= t) = q (q in (0.5, 1)), by bisection on t_sf."""
-    lo, hi = 0.0, 1e6
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if 1 - t_sf(mid, df) < q else (lo, mid)
-    return (lo + hi) / 2
+    """The t with P(T <= t) = q."""
+    return float(scipy_stats.t.ppf(q, df))
 
 
-def betainc(a: float, b: float, x: float) -> float:
-    """The regularized incomplete beta function I_x(a, b)."""
-    if x <= 0:
+def pooled_std(groups: list[list[float]]) -> tuple[float, int] | None:
+    """(the seed-to-seed standard deviation pooled over the groups with two values or more, its
+    degrees of freedom), or None when no group has two."""
+    groups = [g for g in groups if len(g) > 1]
+    df = sum(len(g) - 1 for g in groups)
+    if not df:
+        return None
+    return math.sqrt(sum((len(g) - 1) * statistics.variance(g) for g in groups) / df), df
+
+
+def power(delta: float, sd: float, n: int, alpha: float) -> float:
+    """The power of a two-sided two-sample t-test with n seeds per arm to detect a true difference
+    delta when the seed-to-seed standard deviation is sd: P(|T'| > t_crit) for T' noncentral t
+    with 2n - 2 degrees of freedom and noncentrality delta / (sd sqrt(2/n))."""
+    df = 2 * n - 2
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(delta) / (sd * math.sqrt(2 / n))
+    return float(scipy_stats.nct.sf(critical, df, nc) + scipy_stats.nct.cdf(-critical, df, nc))
+
+
+def minimum_detectable_effect(sd: float, n: int, alpha: float, target: float = POWER) -> float:
+    """The smallest true difference a two-sample t-test with n seeds per arm (n >= 2) detects
+    with probability `target` at level alpha, for seed-to-seed standard deviation sd."""
+    if sd == 0:
         return 0.0
-    if x >= 1:
-        return 1.0
-    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
-    if x < (a + 1) / (a + b + 2):  # the continued fraction converges fast here; else use the symmetry
-        return front * _beta_fraction(a, b, x) / a
-    return 1.0 - front * _beta_fraction(b, a, 1 - x) / b
+    hi = sd
+    while power(hi, sd, n, alpha) < target:
+        hi *= 2
+    return float(optimize.brentq(lambda d: power(d, sd, n, alpha) - target, 0.0, hi, xtol=sd * 1e-9))
 
 
-def _beta_fraction(a: float, b: float, x: float, tiny: float = 1e-300) -> float:
-    c, d = 1.0, 1.0 - (a + b) * x / (a + 1)
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    result = d
-    for m in range(1, 500):
-        for numerator in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
-                          -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
-            d = 1.0 + numerator * d
-            d = 1.0 / (d if abs(d) > tiny else tiny)
-            c = 1.0 + numerator / c
-            c = c if abs(c) > tiny else tiny
-            result *= c * d
-        if abs(c * d - 1.0) < 1e-15:
-            break
-    return result
+def seeds_needed(delta: float, sd: float, alpha: float, target: float = POWER, most: int = 100_000) -> int | None:
+    """The fewest seeds per arm (at least 2) at which a two-sample t-test detects a true
+    difference delta with probability `target`; None beyond `most`."""
+    if sd == 0:
+        return 2
+    if delta == 0 or power(delta, sd, most, alpha) < target:
+        return None
+    lo, hi = 1, 2  # power(lo) < target <= power(hi)
+    while power(delta, sd, hi, alpha) < target:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if power(delta, sd, mid, alpha) < target else (lo, mid)
+    return hi
