@@ -68,8 +68,9 @@ def welch(variant: list[float], baseline: list[float]) -> Comparison | None:
     if se == 0:  # identical runs: a difference is certain, no difference is certainly none
         return Comparison(delta, 0.0, math.inf, math.copysign(math.inf, delta) if delta else 0.0,
                           0.0 if delta else 1.0)
-    result = scipy_stats.ttest_ind(variant, baseline, equal_var=False)
-    return Comparison(delta, se, float(result.df), float(result.statistic), float(result.pvalue))
+    result = scipy_stats.ttest_ind_from_stats(m1, s1, len(variant), m2, s2, len(baseline), equal_var=False)
+    df = se ** 4 / ((s1 ** 2 / len(variant)) ** 2 / (len(variant) - 1) + (s2 ** 2 / len(baseline)) ** 2 / (len(baseline) - 1))
+    return Comparison(delta, se, df, float(result.statistic), float(result.pvalue))
 
 
 def holm(p_values: list[float]) -> list[float]:
