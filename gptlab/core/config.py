@@ -124,6 +124,7 @@ class TrainingConfig:
     beta2: float = 0.95
     grad_clip: float = 1.0  # 0 disables clipping
     eval_interval: int = 250  # validation, HellaSwag, samples and a checkpoint every this many steps
+    val_interval: int = 0  # the validation loss alone, also every this many steps (curves of short runs); 0 = off
     # tokens of the validation split scored at each evaluation (whole sequences of sequence_length, from
     # its start): build-nanogpt's 20 batches of 64 x 1024 on each of 8 GPUs, the setting of the GPT-2
     # references; the same tokens whatever micro_batch_size and the number of processes
@@ -137,6 +138,9 @@ class TrainingConfig:
     keep_last: int = 0  # checkpoints kept; 0 = all
     max_bad_steps: int = 5  # consecutive non-finite steps before the run stops
     seed: int = 1337
+    # what a seed varies: "fixed" (every seed reads the same batches in the same order: the seed changes the
+    # initialisation and dropout only) or "seeded" (the seed also draws the order of the training batches)
+    data_order: str = "fixed"
     compile: bool = True  # torch.compile on CUDA
     dtype: str = "auto"  # autocast: "auto" (bfloat16 on CUDA, float32 elsewhere), "bf16" (on any device), "fp32"
     data: str = "auto"  # "auto" (FineWeb-Edu shards if prepared, else embedded), "fineweb", "embedded"
@@ -153,7 +157,8 @@ class TrainingConfig:
                      "eval_interval", "max_bad_steps"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
-        for name in ("warmup_steps", "stop_at", "hellaswag_limit", "num_samples", "sample_length", "keep_last"):
+        for name in ("warmup_steps", "stop_at", "hellaswag_limit", "num_samples", "sample_length", "keep_last",
+                     "val_interval"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be 0 or more")
         if self.val_tokens < self.sequence_length:
@@ -171,6 +176,9 @@ class TrainingConfig:
                 problems.append(f"{name}={getattr(self, name)} must be in [0, 1)")
         if self.weight_decay < 0 or self.grad_clip < 0:
             problems.append("weight_decay and grad_clip must be 0 or more")
+        if self.data_order not in ("fixed", "seeded"):
+            problems.append(f"data_order={self.data_order!r} must be 'fixed' (every seed reads the same batches in the "
+                            f"same order) or 'seeded' (the seed also orders the training batches)")
         if self.data not in ("auto", "fineweb", "embedded"):
             problems.append(f"data={self.data!r} must be one of 'auto', 'fineweb', 'embedded'")
         _raise_all("TrainingConfig", problems)

@@ -7,6 +7,11 @@ therefore reads the same tokens whatever the number of ranks and micro-batches, 
 position (shard, block start) is the same on every rank: a run checkpointed on 8 GPUs
 continues on 4 or 1 with the same data. A shard too short for the next block is left for
 the next shard; after the last shard the stream starts over. `state_dict()` is the position.
+
+With an `order_seed` (train.data_order=seeded) the blocks are the same and their order is the
+seed's: each epoch visits the shards in an order drawn from (seed, epoch), and each shard's
+blocks in an order drawn from (seed, epoch, shard). The position is still (shard, block) in
+that order, so a resumed run reads exactly what an uninterrupted one reads.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from gptlab.data.shards import DataError
 
 class TokenLoader:
     def __init__(self, shards: list[np.ndarray], B: int, T: int, rank: int = 0, world_size: int = 1,
-                 accum: int = 1, name: str = "data", vocab_size: int | None = None):
+                 accum: int = 1, name: str = "data", vocab_size: int | None = None, order_seed: int | None = None):
         self.shards, self.B, self.T, self.rank, self.world_size, self.accum = shards, B, T, rank, world_size, accum
-        self.name, self.vocab_size = name, vocab_size
+        self.name, self.vocab_size, self.order_seed = name, vocab_size, order_seed
+        self._orders: dict[tuple, np.ndarray] = {}
         self.tokens_per_step = B * T * world_size * accum
         short = [i for i, s in enumerate(shards) if len(s) < self.tokens_per_step + 1]
         if not shards or len(short) == len(shards):
@@ -34,19 +40,41 @@ class TokenLoader:
         self.shard, self.position, self.micro, self.epoch = 0, 0, 0, 0
         self._skip_short_shards()
 
+    def _order(self, *key: int) -> np.ndarray | None:
+        """The seed's permutation for (epoch,) (of the shards) or (epoch, shard) (of its blocks)."""
+        if self.order_seed is None:
+            return None
+        if key not in self._orders:
+            if len(self._orders) > 4:
+                self._orders.clear()
+            n = len(self.shards) if len(key) == 1 else (len(self.shards[key[1]]) - 1) // self.tokens_per_step
+            self._orders[key] = np.random.default_rng([self.order_seed, *key]).permutation(n)
+        return self._orders[key]
+
+    def _shard_index(self) -> int:
+        """The shard under the position: the shard'th of this epoch's order."""
+        order = self._order(self.epoch)
+        return self.shard if order is None else int(order[self.shard])
+
+    def _block_start(self, shard: int) -> int:
+        """Where the position's block starts in the shard."""
+        order = self._order(self.epoch, shard)
+        return self.position if order is None else int(order[self.position // self.tokens_per_step]) * self.tokens_per_step
+
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         B, T = self.B, self.T
-        start = self.position + (self.micro * self.world_size + self.rank) * B * T
-        buf = torch.from_numpy(np.asarray(self.shards[self.shard][start:start + B * T + 1], dtype=np.int64))
+        shard = self._shard_index()
+        start = self._block_start(shard) + (self.micro * self.world_size + self.rank) * B * T
+        buf = torch.from_numpy(np.asarray(self.shards[shard][start:start + B * T + 1], dtype=np.int64))
         if self.vocab_size is not None and int(buf.max()) >= self.vocab_size:
-            raise DataError(f"{self.name}: shard {self.shard} holds token id {int(buf.max())} near position {start:,}, "
+            raise DataError(f"{self.name}: shard {shard} holds token id {int(buf.max())} near position {start:,}, "
                             f"at or above the model's vocab_size={self.vocab_size}; the shard was not written with "
                             f"the GPT-2 tokenizer, or is damaged: prepare the data again")
         x, y = buf[:-1].view(B, T), buf[1:].view(B, T)
         self.micro += 1
         if self.micro == self.accum:
             self.micro, self.position = 0, self.position + self.tokens_per_step
-            if self.position + self.tokens_per_step + 1 > len(self.shards[self.shard]):
+            if self.position + self.tokens_per_step + 1 > len(self.shards[shard]):
                 self._advance_shard()
         return x, y
 
@@ -58,7 +86,7 @@ class TokenLoader:
         self._skip_short_shards()
 
     def _skip_short_shards(self) -> None:
-        while len(self.shards[self.shard]) < self.tokens_per_step + 1:
+        while len(self.shards[self._shard_index()]) < self.tokens_per_step + 1:
             self._advance_shard()
 
     def state_dict(self) -> dict:

@@ -53,7 +53,8 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
         if train.data == "auto":
             description += f" (no prepared data in {data_dir})"
     try:
-        train_loader = TokenLoader(train_shards, B, T, rank, world_size, accum, name="train data", vocab_size=vocab_size)
+        train_loader = TokenLoader(train_shards, B, T, rank, world_size, accum, name="train data", vocab_size=vocab_size,
+                                   order_seed=train.seed if train.data_order == "seeded" else None)
         # every rank reads the whole validation stream and scores its share of the batches
         val_loader = TokenLoader(val_shards, B, T, 0, 1, name="val data", vocab_size=vocab_size)
     except DataError as e:

@@ -1,5 +1,6 @@
 """The evaluation a run makes every `eval_interval` steps: validation loss, HellaSwag and
-text samples, behind one call that returns named results.
+text samples, behind one call that returns named results (the validation loss alone every
+`val_interval` steps between them).
 
 Every rank takes part in every collective: all ranks score their share of the validation
 batches and of HellaSwag (shares padded to the same number of forward passes), and agree
@@ -51,10 +52,15 @@ class Evaluator:
         self.hellaswag_examples = None  # rendered at the first evaluation (for the model's block size), then kept
 
     @torch.no_grad()
-    def __call__(self, model, step: int) -> dict:
+    def __call__(self, model, step: int, full: bool = True) -> dict:
+        """full: validation loss, HellaSwag and samples (every eval_interval); else the validation loss alone
+        (every val_interval)."""
         was_training = model.training
         model.eval()
         results = {"val": self.val_loss(model if self.forward is None else self.forward)}
+        if not full:
+            model.train(was_training)
+            return results
         results.update(self.hellaswag(model))
         if self.ctx.master and self.cfg.num_samples:
             results["samples"] = generate_samples(model, self.cfg.sample_prompt, self.cfg.num_samples,

@@ -33,7 +33,7 @@ FORMAT_VERSION = 1
 NAME = re.compile(r"model_(\d{5,})\.pt")
 # training fields that may change when a run is resumed: they do not alter the trajectory
 # (micro_batch_size too: every step reads the same tokens whatever the micro-batches and processes)
-RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_steps", "val_tokens", "hellaswag", "hellaswag_limit", "hellaswag_file",
+RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_interval", "val_steps", "val_tokens", "hellaswag", "hellaswag_limit", "hellaswag_file",
                      "num_samples", "sample_length", "sample_prompt", "keep_last", "max_bad_steps", "compile",
                      "data_dir", "micro_batch_size", "allow_data_change", "allow_source_change", "wandb", "tensorboard"}
 

@@ -128,7 +128,7 @@ class Metrics:
             if not self.said_hellaswag_skipped:
                 message += f" | hella skipped ({results['hella_why']})"
             self.said_hellaswag_skipped = True
-        else:
+        elif "hella" in results:  # not in a validation-only evaluation (val_interval)
             message += f" | hella acc_norm {results['hella']:.4f} ({results['hella_correct']}/{results['hella_n']})"
         self.print(message)
         for i, text in enumerate(samples):

@@ -105,8 +105,9 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
     with Preemption() as preemption:
         while True:
             step, fresh = state.step, state.step != resumed_at  # a resumed step was evaluated and saved before
-            if fresh and (step % cfg.eval_interval == 0 or step == cfg.max_steps):
-                results = evaluate(model, step)
+            full = step % cfg.eval_interval == 0 or step == cfg.max_steps
+            if fresh and (full or (cfg.val_interval and step % cfg.val_interval == 0)):
+                results = evaluate(model, step, full)
                 metrics.evaluation(step, results)
                 if not math.isfinite(results["val"]):
                     raise TrainingError(f"the validation loss is {results['val']} at step {step}: the run has "

@@ -171,3 +171,45 @@ def test_embedded_training_stream_mixes_its_kinds_of_text():
     tokens = embedded.embedded_splits()["train"]
     first = gpt2_encoding().encode_ordinary(docs[order[0]])
     assert tokens[1:1 + len(first)].tolist() == first
+
+
+def _steps(loader: TokenLoader, n: int) -> list[bytes]:
+    """n optimizer steps of one process: each step's tokens, as bytes."""
+    return [b"".join(loader.next_batch()[0].numpy().tobytes() for _ in range(loader.accum)) for _ in range(n)]
+
+
+def test_a_seeded_order_reads_the_same_blocks_in_the_seeds_order():
+    """train.data_order=seeded: two seeds read different batches; over an epoch each reads every
+    block of the fixed order exactly once (the order changes, the data does not); epochs differ."""
+    shards = [np.arange(n, dtype=np.uint16) for n in (1000, 50, 700)]  # 50 < one step of 64 (+1): skipped
+    blocks = 999 // 64 + 699 // 64  # 15 + 10 (each block also reads the token after it)
+    fixed = _steps(TokenLoader(shards, B=2, T=16, accum=2), blocks)
+    one, other = (_steps(TokenLoader(shards, B=2, T=16, accum=2, order_seed=s), 2 * blocks) for s in (1337, 1338))
+    assert one[:blocks] != fixed and one[:blocks] != other[:blocks]
+    assert sorted(one[:blocks]) == sorted(fixed) == sorted(other[:blocks]) == sorted(one[blocks:])
+    assert one[blocks:] != one[:blocks]  # the next epoch has an order of its own
+    assert _steps(TokenLoader(shards, B=2, T=16, accum=2, order_seed=1337), blocks) == one[:blocks]  # reproducible
+
+
+def test_a_seeded_order_resumes_exactly_on_any_number_of_ranks():
+    shards = [np.arange(n, dtype=np.uint16) for n in (1000, 700)]
+    whole = _steps(TokenLoader(shards, B=4, T=16, accum=4, order_seed=7), 40)
+    two = [TokenLoader(shards, B=4, T=16, rank=r, world_size=2, accum=2, order_seed=7) for r in range(2)]
+    for step in range(13):  # two ranks read each step's tokens between them
+        got = sorted(r.tobytes() for loader in two for _ in range(2) for r in loader.next_batch()[0].numpy())
+        row = 16 * 8  # a sequence of 16 int64 tokens
+        assert got == sorted(whole[step][i:i + row] for i in range(0, len(whole[step]), row))
+    resumed = TokenLoader(shards, B=4, T=16, accum=4, order_seed=7)
+    resumed.load_state_dict(two[0].state_dict())
+    assert _steps(resumed, 27) == whole[13:]
+
+
+def test_validation_is_the_same_whatever_the_seed_and_the_order(tmp_path):
+    from gptlab.core.config import TrainingConfig
+    from gptlab.data.sources import open_data
+    opened = [open_data(TrainingConfig(data="embedded", data_order=order, seed=seed, val_tokens=2048), 8, 64)
+              for order, seed in (("fixed", 1), ("seeded", 1), ("seeded", 2))]
+    vals = [torch.cat([d.val.next_batch()[0] for _ in range(4)]) for d in opened]
+    trains = [d.train.next_batch()[0] for d in opened]
+    assert torch.equal(vals[0], vals[1]) and torch.equal(vals[0], vals[2])
+    assert not torch.equal(trains[0], trains[1]) and not torch.equal(trains[1], trains[2])
