@@ -10,7 +10,8 @@ usage: [VAR=value ...] bash train_nightly.sh [extra train.py arguments]
 Loops: train.py --resume auto -> train -> stop once the run is complete (exit 0); after a
 crash, a kill or a lost node, wait RETRY_WAIT seconds and resume again, at most MAX_RETRIES
 times in a row. A mistake in the command (train.py exits with 2: a bad experiment name,
-override or checkpoint) stops the loop at once, since retrying cannot help. A training
+override or checkpoint) or a run that diverged (exit 4: its loss went non-finite) stops the
+loop at once, since retrying cannot help. A training
 process that was preempted (SIGTERM or SIGINT sent to it: it saves a checkpoint and exits
 with 3) is resumed at once, without a wait and without counting as a failure. The loop
 learns each outcome from the file train.py writes when GPTLAB_STATUS_FILE names one (it
@@ -124,6 +125,9 @@ while true; do
     refused)
       say "stopped: train.py refused the command (exit status $status); fix it and start again"
       exit 2 ;;
+    diverged)
+      say "stopped: the run diverged (exit status $status); resuming would repeat it: lower train.max_lr"
+      exit 4 ;;
     preempted)
       say "preempted with a checkpoint; resuming at once"
       continue ;;

@@ -24,7 +24,7 @@ from gptlab.training.distributed import DeviceError, Dist, all_ranks_agree
 from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
-from gptlab.training.run import Run, TrainingError, check_run
+from gptlab.training.run import Diverged, Run, TrainingError, check_run
 
 EPILOG = """\
 overrides:
@@ -36,7 +36,8 @@ overrides:
 
 exit status:
   0 done (or stopped at train.stop_at); 2 the command was refused (nothing was trained);
-  3 preempted: SIGTERM or Ctrl-C saved a checkpoint at the next step, continue with --resume auto
+  3 preempted: SIGTERM or Ctrl-C saved a checkpoint at the next step, continue with --resume auto;
+  4 diverged: the loss went non-finite (resuming repeats it: lower train.max_lr)
 
 examples:
   python train.py --experiment baseline                       # GPT-2 124M recipe
@@ -231,7 +232,8 @@ def inference(args: argparse.Namespace) -> None:
 
 
 # what a run's exit status means, as written into $GPTLAB_STATUS_FILE
-OUTCOMES = {0: "complete", 2: "refused", PREEMPTED_EXIT: "preempted", 130: "interrupted"}
+DIVERGED_EXIT = 4
+OUTCOMES = {0: "complete", 2: "refused", PREEMPTED_EXIT: "preempted", DIVERGED_EXIT: "diverged", 130: "interrupted"}
 STATUS_FILE = "GPTLAB_STATUS_FILE"
 
 
@@ -278,6 +280,9 @@ def _main(argv: list[str], outcome: dict) -> int:
             if run is not None and run.lock is not None:
                 run.lock.release()
             distributed.teardown()
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        return DIVERGED_EXIT
     except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError, DeviceError,
             GenerationError) as e:
         print(f"error: {e}", file=sys.stderr)

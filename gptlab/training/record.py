@@ -24,7 +24,7 @@ from gptlab.training.logger import read_header, read_log
 
 RECORD = "run.json"
 STUDY_ENV = "GPTLAB_STUDY"  # set by `gptlab study` for its runs: the study, as JSON, which the record keeps
-STATUSES = ("running", "complete", "stopped", "failed")
+STATUSES = ("running", "complete", "stopped", "failed", "diverged")
 
 
 def summarize(log_path: Path, step: int | None = None) -> dict:

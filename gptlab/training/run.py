@@ -21,10 +21,12 @@ from gptlab.paths import REPO_ROOT
 from gptlab.training.distributed import Dist
 
 
-
-
 class TrainingError(RuntimeError):
     """The run cannot go on; the message says why and what to do."""
+
+
+class Diverged(TrainingError):
+    """The run's loss or gradient went non-finite and stayed so: resuming repeats it (exit status 4)."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ from gptlab.training.metrics import Metrics
 from gptlab.training.optim import build_optimizer, learning_rate
 from gptlab.training.preemption import Preempted, Preemption
 from gptlab.training.record import RunRecord
-from gptlab.training.run import Run, TrainingError, autocast_context, describe, grad_accum_steps
+from gptlab.training.run import Diverged, Run, TrainingError, autocast_context, describe, grad_accum_steps
 from gptlab.training.state import TrainState
 from gptlab.training.trackers import open_trackers
 
@@ -80,6 +80,9 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
         except KeyboardInterrupt:
             metrics.update_record(state.step, "stopped", "interrupted (Ctrl-C)")
             raise
+        except Diverged as e:
+            metrics.update_record(state.step, "diverged", str(e).splitlines()[0])
+            raise
         except BaseException as e:
             metrics.update_record(state.step, "failed", f"{type(e).__name__}: {e}".splitlines()[0])
             raise
@@ -110,7 +113,7 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
                 results = evaluate(model, step, full)
                 metrics.evaluation(step, results)
                 if not math.isfinite(results["val"]):
-                    raise TrainingError(f"the validation loss is {results['val']} at step {step}: the run has "
+                    raise Diverged(f"the validation loss is {results['val']} at step {step}: the run has "
                                         f"diverged, and no checkpoint is written of it. The last good checkpoint is "
                                         f"{last_checkpoint or 'not yet written'}; lower max_lr or check the data")
             if fresh and step > 0 and (step % cfg.eval_interval == 0 or step == stop):
@@ -162,7 +165,7 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
                 state.bad_steps += 1
                 metrics.skipped_step(step, state.bad_steps)
                 if state.bad_steps >= cfg.max_bad_steps:
-                    raise TrainingError(f"{state.bad_steps} consecutive steps had a non-finite loss or gradient "
+                    raise Diverged(f"{state.bad_steps} consecutive steps had a non-finite loss or gradient "
                                         f"norm (last at step {step}); the run stops. The last good checkpoint is "
                                         f"{last_checkpoint or 'not yet written'}; lower max_lr or check the data")
             if ctx.device_type == "cuda":

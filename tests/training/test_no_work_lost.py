@@ -1,6 +1,7 @@
 """Nothing a user had is lost or silently replaced: one run per log directory, checkpoints
 copied without their markers, an attempt that never trained, a diverged run, stop_at."""
 
+import json
 import shutil
 import signal
 import subprocess
@@ -97,7 +98,8 @@ def test_the_log_of_an_attempt_that_never_trained_does_not_block_the_corrected_c
 def test_a_diverged_run_writes_no_checkpoint_of_its_divergence(tmp_path):
     result = train("--log-dir", str(tmp_path), "--max-steps", "30", "train.eval_interval=2", "train.max_lr=1e12",
                    "train.warmup_steps=1", "train.max_bad_steps=100")
-    assert result.returncode == 2 and "diverged" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 4 and "diverged" in result.stderr and "Traceback" not in result.stderr
+    assert json.loads((tmp_path / "run.json").read_text())["status"] == "diverged"
     val = dict(read_log(tmp_path / "log.txt")["val"])
     for path in ckpt.list_checkpoints(tmp_path):
         state = torch.load(path, weights_only=True)
