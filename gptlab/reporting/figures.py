@@ -1,9 +1,12 @@
-"""A study's figures: each experiment's mean curve with a band over its seeds (validation
-loss, smoothed train loss, HellaSwag), and each variant's difference to the baseline with
-its 95% confidence interval. Curves are read from each run's log.txt."""
+"""A study's figures: each experiment's mean curve with a band over its seeds (validation loss,
+smoothed train loss, HellaSwag where it was measured), each variant's difference to the baseline
+with its 95% interval (coloured by the Holm-corrected test), and, with a learning-rate sweep,
+each experiment's final loss against the learning rate with its fitted parabola. Curves are read
+from each run's log.txt. A panel is drawn only for a metric with data."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -36,84 +39,189 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (cumulative[:, idx] - cumulative[:, lo]) / (idx - lo)
 
 
+def hellaswag_missing(table) -> str:
+    """Why no run of the table has a HellaSwag score, in words."""
+    runs = [r for row in table.rows for r in row.runs]
+    if all((r.get("training_config") or {}).get("hellaswag") is False for r in runs):
+        return "HellaSwag: off in these runs (train.hellaswag=false)"
+    why = next((r["hellaswag_skipped"] for r in runs if r.get("hellaswag_skipped")), "")
+    return f"HellaSwag: not scored ({why or 'skipped in every run'})"
+
+
 def study_figures(table, out: Path, suffix: str = "") -> list[Path]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    curves_path, deltas_path = out / f"study_curves{suffix}.png", out / f"study_deltas{suffix}.png"
-    fig, axes = plt.subplots(1, 3, figsize=(18, 5.2))
-    panels = (("val", "validation loss", axes[0]), ("train", "train loss (smoothed)", axes[1]),
-              ("hella", "HellaSwag acc_norm", axes[2]))
-    for i, row in enumerate(table.rows):
-        color = f"C{i}"
-        for key, _, ax in panels:
-            found = seed_curves(row.complete or row.incomplete, key)
-            if found is None:
+    written = [_curves(plt, table, out / f"study_curves{suffix}.png"), _deltas(plt, table, out / f"study_deltas{suffix}.png")]
+    if table.kind == "tuned" and table.fits:
+        written.append(_lr_figure(plt, table, out / f"study_lr{suffix.removesuffix('_tuned')}.png"))
+    return written
+
+
+def _curves(plt, table, path: Path) -> Path:
+    metrics = {"val": "validation loss", "train": "train loss (smoothed)", "hella": "HellaSwag acc_norm"}
+    found = {key: [(i, row, seed_curves(row.complete or row.incomplete, key)) for i, row in enumerate(table.rows)]
+             for key in metrics}
+    keys = [key for key in metrics if any(curve is not None for _, _, curve in found[key])]
+    notes = [] if "hella" in keys else [hellaswag_missing(table)]
+    base_val = found["val"][0][2]
+    if base_val is not None and any(curve is not None for _, _, curve in found["val"][1:]):
+        # where the variants part: each one's validation loss minus the baseline's mean, step by step
+        metrics["val_delta"] = f"validation loss minus {table.baseline}'s mean"
+        found["val_delta"] = [(i, row, _minus(curve, base_val)) for i, row, curve in found["val"][1:]]
+        keys.insert(1, "val_delta")
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.5 * max(1, len(keys)), 5.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for i, row, curve in found[key]:
+            if curve is None:
                 continue
-            steps, values = found
+            steps, values = curve
             if key == "train":
                 values = smooth(values, max(1, len(steps) // 10))
-            label = f"{row.experiment} (n={values.shape[0]})"
-            ax.plot(steps, values.mean(axis=0), color=color, linewidth=2 if i == 0 else 1.4, label=label,
-                    linestyle="-" if row.complete else ":")
+            label = f"{_name(row)} (n={values.shape[0]})"
+            ax.plot(steps, values.mean(axis=0), color=f"C{i}", linewidth=2 if i == 0 else 1.4, label=label,
+                    linestyle="-" if row.complete else ":", marker="." if len(steps) <= 25 else None)
             if values.shape[0] > 1:
-                ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=color, alpha=0.18, linewidth=0)
-    if table.recipe:
-        axes[0].axhline(3.2924, color="gray", linestyle="--", linewidth=1, label="OpenAI GPT-2 124M")
-        axes[2].axhline(0.2955, color="gray", linestyle="--", linewidth=1, label="OpenAI GPT-2 124M")
-    if axes[2].lines:
-        axes[2].axhline(0.25, color="lightgray", linestyle=":", linewidth=1, label="chance (4 endings)")
-    for key, title, ax in panels:
-        ax.set(title=title, xlabel="step")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+                ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=f"C{i}", alpha=0.18, linewidth=0)
+        if table.recipe and key in ("val", "hella"):
+            ax.axhline(3.2924 if key == "val" else 0.2955, color="gray", linestyle="--", linewidth=1,
+                       label="OpenAI GPT-2 124M")
+        if key == "hella":
+            ax.axhline(0.25, color="lightgray", linestyle=":", linewidth=1, label="chance (4 endings)")
+        elif key == "val_delta":
+            ax.axhline(0, color="black", linewidth=0.8)
+            _zoom_to_tail(ax, 0.2)
         else:
-            ax.text(0.5, 0.5, "no results in these logs", ha="center", va="center", transform=ax.transAxes,
-                    color="gray")
-    _zoom_to_tail(axes[0])
-    _zoom_to_tail(axes[1])
-    fig.suptitle(f"{table.title}\nmean over seeds; band: min to max over seeds; dotted: incomplete runs", fontsize=10)
+            _zoom_to_tail(ax, 0.5 if key == "val" else 0.2)
+        ax.set(title=metrics[key], xlabel="step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if not keys:
+        axes[0][0].text(0.5, 0.5, "no results in these logs", ha="center", va="center", color="gray")
+    fig.suptitle("\n".join(textwrap.wrap(table.title, 160) + [
+        "mean over seeds; band: min to max over seeds; dotted: incomplete runs" + "".join(f"; {n}" for n in notes)]),
+        fontsize=9)
     fig.tight_layout()
-    fig.savefig(curves_path, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
+    return path
 
-    variants = table.rows[1:]
-    fig, axes = plt.subplots(1, 2, figsize=(13, 1.6 + 0.55 * max(1, len(variants))))
-    for ax, attr, title in ((axes[0], "val_vs_baseline", "Δ val loss vs baseline (lower is better)"),
-                            (axes[1], "hella_vs_baseline", "Δ HellaSwag acc_norm vs baseline (higher is better)")):
+
+def _deltas(plt, table, path: Path) -> Path:
+    """Each variant's difference to the baseline: a point with its 95% interval where both sides have a spread,
+    coloured by the Holm-corrected test; the point alone (hollow) where there is no interval."""
+    from gptlab.reporting.report import LOWER_IS_BETTER, METRICS
+    variants, base = table.rows[1:], table.rows[0]
+    keys = [key for key in METRICS if base.values(key) and any(row.values(key) for row in variants)]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.8 * max(1, len(keys)), 1.8 + 0.6 * max(1, len(variants))),
+                             squeeze=False)
+    for ax, key in zip(axes[0], keys):
         for y, row in enumerate(variants):
-            c = getattr(row, attr)
-            if c is None:
-                ax.text(0.02, y, "no interval: fewer than 2 runs with this score on a side", va="center", fontsize=8,
-                        color="gray", transform=ax.get_yaxis_transform())
+            mine, theirs = row.values(key), base.values(key)
+            if not mine or not theirs:
+                ax.text(0.02, y, "no complete run on a side", va="center", fontsize=8, color="gray",
+                        transform=ax.get_yaxis_transform())
                 continue
-            color = "C2" if c.significant and (c.delta < 0) == (attr == "val_vs_baseline") else (
-                "C3" if c.significant else "gray")
-            ax.errorbar(c.delta, y, xerr=c.ci95(), fmt="o", color=color, capsize=4)
-            ax.annotate(f"{c.delta:+.4f} (p={c.p:.3f})", (c.delta, y), textcoords="offset points", xytext=(0, 7),
-                        ha="center", fontsize=8)
+            delta = float(np.mean(mine) - np.mean(theirs))
+            c = row.comparison(key)
+            if c is not None:
+                better = (c.delta < 0) == LOWER_IS_BETTER[key]
+                color = ("C2" if better else "C3") if c.significant else "gray"
+                ax.errorbar(c.delta, y, xerr=c.ci95(), fmt="o", color=color, capsize=4)
+                text = f"{c.delta:+.4f} (p={c.p:.3f}, Holm {c.p_family:.3f})"
+            else:
+                from gptlab.reporting.stats import welch
+                spread = welch(mine, theirs)
+                if spread is not None:
+                    ax.errorbar(delta, y, xerr=spread.ci95(), fmt="o", mfc="white", color="gray", capsize=4)
+                else:
+                    ax.plot([delta], [y], "o", mfc="white", color="gray")
+                text = f"{delta:+.4f} (n={len(mine)} vs {len(theirs)}: not tested)"
+            ax.annotate(text, (delta, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
         ax.axvline(0, color="black", linewidth=0.8)
-        ax.set_yticks(range(len(variants)), [row.experiment for row in variants])
+        resolution = table.resolution.get(key)
+        if resolution is not None:
+            mde = resolution.mde()
+            ax.axvspan(-mde, mde, color="0.9", zorder=0, label=f"|Δ| < {mde:.4f}: not resolvable at {max(resolution.seeds, 3)} seeds")
+            ax.legend(fontsize=7, loc="lower right")
+        ax.set_yticks(range(len(variants)), [_name(row) for row in variants])
         ax.set_ylim(-0.7, len(variants) - 0.3)
         ax.invert_yaxis()
-        ax.set(title=title)
+        better = "lower" if LOWER_IS_BETTER[key] else "higher"
+        ax.set(title=f"Δ {METRICS[key]} vs {table.baseline} ({better} is better)")
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle(f"vs {table.baseline}: mean difference ± 95% confidence interval (Welch); green: significantly "
-                 f"better, red: significantly worse, gray: within noise", fontsize=9)
+    if not keys:
+        axes[0][0].text(0.5, 0.5, "no variant and baseline both with complete runs", ha="center", va="center",
+                        color="gray")
+    notes = [] if "hellaswag_acc_norm" in keys else [hellaswag_missing(table)]
+    title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch); green/red: significantly better/worse "
+             f"after Holm's correction; gray: not significant; hollow: fewer than 3 seeds a side, not tested; "
+             f"shaded: differences smaller than the study detects (its minimum detectable effect)")
+    fig.suptitle("\n".join(textwrap.wrap(title, 95 * max(1, len(keys))) + notes), fontsize=9)
     fig.tight_layout()
-    fig.savefig(deltas_path, dpi=110)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
-    return [curves_path, deltas_path]
+    return path
 
 
-def _zoom_to_tail(ax) -> None:
+def _lr_figure(plt, table, path: Path) -> Path:
+    """Final val loss against the learning rate: each experiment's sweep points, its fitted parabola in
+    log(lr), the fitted optimum (a star) and the grid point its seeds trained at (a ring)."""
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    for i, row in enumerate(table.rows):
+        fit = table.fits.get(row.name)
+        if fit is None or not fit.points:
+            continue
+        color = f"C{i}"
+        ms = sorted(fit.points)
+        found = f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else fit.flag.split(":")[0]
+        ax.plot([fit.base_lr * m for m in ms], [fit.points[m] for m in ms], "o", color=color,
+                label=f"{row.name}: {found}; seeds at x{fit.chosen:g}")
+        if fit.coefficients is not None:
+            grid = np.exp(np.linspace(np.log(ms[0]), np.log(ms[-1]), 100))
+            ax.plot(fit.base_lr * grid, [fit.predicted(m) for m in grid], "-", color=color, alpha=0.6, linewidth=1)
+        if fit.optimum is not None:
+            ax.plot([fit.base_lr * fit.optimum], [fit.predicted(fit.optimum)], "*", color=color, markersize=14,
+                    markeredgecolor="black")
+        if fit.chosen in fit.points:
+            ax.plot([fit.base_lr * fit.chosen], [fit.points[fit.chosen]], "o", markersize=13, mfc="none", color=color)
+        for m in fit.diverged:
+            ax.annotate("diverged", (fit.base_lr * m, max(fit.points.values())), color=color, fontsize=8, ha="center")
+    ax.set_xscale("log")
+    ax.set(xlabel="max_lr", ylabel="final validation loss (the first seed)",
+           title="learning-rate sweep: points, parabola in log(lr), star: fitted optimum, ring: where the seeds train")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _minus(curve, base) -> tuple[np.ndarray, np.ndarray] | None:
+    """A variant's seed curves minus the baseline's mean curve, at the steps both have."""
+    if curve is None:
+        return None
+    steps = np.intersect1d(curve[0], base[0])
+    if not len(steps):
+        return None
+    mine = curve[1][:, np.searchsorted(curve[0], steps)]
+    return steps, mine - base[1][:, np.searchsorted(base[0], steps)].mean(axis=0)
+
+
+def _name(row) -> str:
+    return row.experiment + (f" at x{row.lr_multiplier:g}" if row.lr_multiplier is not None else "")
+
+
+def _zoom_to_tail(ax, after: float) -> None:
     """Losses start near ln(vocab) and fall fast: show the range of the curves past the first
-    fifth of the steps (the first evaluation, of the untrained model, is left above the frame)."""
+    `after` of the steps (the first evaluations, of an untrained model, are left above the frame)."""
     lines = [line for line in ax.lines if len(line.get_xdata()) > 1]
     last = max((max(line.get_xdata()) for line in lines), default=0)
-    ys = [y for line in lines for x, y in zip(line.get_xdata(), line.get_ydata()) if x >= last / 5]
+    ys = [y for line in lines for x, y in zip(line.get_xdata(), line.get_ydata()) if x >= last * after]
+    ys += [y for coll in ax.collections for path in coll.get_paths() for x, y in path.vertices if x >= last * after]
     if ys:
         lo, hi = min(ys), max(ys)
         pad = 0.08 * (hi - lo or 1)

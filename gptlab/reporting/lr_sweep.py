@@ -69,21 +69,38 @@ def fit_lr(experiment: str, base_lr: float, grid: list[float], losses: dict[floa
     x, y = np.log(done), np.array([fit.points[m] for m in done])
     a, b, c = (float(v) for v in np.polyfit(x, y, 2))
     fit.coefficients = (a, b, c)
-    if a <= 0:
-        fit.flag = ("the fit is not convex (the losses do not rise on both sides of a minimum): the grid's best "
-                    "point is taken; widen the grid or add seeds to the sweep")
-        return fit
-    vertex = -b / (2 * a)
-    low, high = math.log(done[0]), math.log(done[-1])
-    if vertex <= low or best == done[0]:
+    vertex = -b / (2 * a) if a > 0 else None
+    if best == done[0] or (vertex is not None and vertex <= x[0]):
         fit.flag = f"optimum at or below the grid's smallest rate (x{done[0]:g}): widen the grid towards smaller rates"
         fit.chosen = done[0]
-    elif vertex >= high or best == done[-1]:
+    elif best == done[-1] or (vertex is not None and vertex >= x[-1]):
         fit.flag = f"optimum at or above the grid's largest rate (x{done[-1]:g}): widen the grid towards larger rates"
         fit.chosen = done[-1]
         if any(m > done[-1] for m in fit.diverged):
-            fit.flag += f" (below x{min(m for m in fit.diverged if m > done[-1]):g}, which diverged)"
+            fit.flag += f" (x{min(m for m in fit.diverged if m > done[-1]):g} diverged)"
+    elif vertex is None:
+        fit.flag = ("the fit is not convex (the losses do not rise on both sides of a minimum): the grid's best "
+                    "point is taken; add seeds to the sweep or widen the grid")
     else:
         fit.optimum = math.exp(vertex)
         fit.chosen = min(done, key=lambda m: abs(math.log(m) - vertex))
     return fit
+
+
+def sweep_fits(records: list[dict]) -> dict[str, LRFit]:
+    """Each experiment's fit from the records of a study's runs (their `study` key names the sweep,
+    the run's multiplier and the study's first seed): the first seed's run at each multiplier."""
+    fits = {}
+    for name in dict.fromkeys(r["experiment"] for r in records):
+        own = [r for r in records if r["experiment"] == name]
+        study = own[0].get("study") or {}
+        grid = sorted({*study.get("lr_sweep", []), 1.0})
+        sweep = {(r.get("study") or {}).get("lr_multiplier", 1.0): r for r in own
+                 if r.get("seed") == study.get("first_seed")}
+        losses = {m: r["val_loss"] for m, r in sweep.items() if r.get("status") == "complete"
+                  and isinstance(r.get("val_loss"), float) and math.isfinite(r["val_loss"])}
+        diverged = [m for m, r in sweep.items() if r.get("status") == "diverged"]
+        some = next(iter(sweep.values()), own[0])
+        base_lr = (some.get("training_config") or {}).get("max_lr", 0.0) / (some.get("study") or {}).get("lr_multiplier", 1.0)
+        fits[name] = fit_lr(name, base_lr, grid, losses, diverged)
+    return fits

@@ -1,16 +1,18 @@
-"""The report of a study (or of any runs): which variant won, by how much, at what cost, and
-whether the difference is larger than seed-to-seed noise.
+"""The report of a study (or of any runs): which variant won, by how much, at what cost, whether
+the difference is larger than seed-to-seed noise, and what the study could have detected.
 
-    gptlab report [DIR ...] [--baseline NAME] [--out DIR]
+    gptlab report [DIR ...] [--baseline NAME] [--out DIR] [--detect DELTA]
 
 Every run found under the directories (its run.json, or log.txt for a run without one) is
-grouped into comparisons: the runs of one study, or else runs with the same preset, data
-and fair training fields (see gptlab.study.plan.FAIR_FIELDS). In each, one row per
-experiment: mean ± sample std over the complete runs' seeds of the final validation loss and
-HellaSwag acc_norm, the difference to the baseline with Welch's t-test (`*` p < 0.05, `**`
-p < 0.01, else "not significant"; none with a single seed), and the costs: parameters,
-FLOPs/token, KV-cache bytes/token, tokens/s, MFU. Incomplete runs are listed, never
-averaged with complete ones. Prints Markdown, writes report.md, report.csv, report.json.
+grouped into comparisons: the runs of one study, or else runs with the same preset, data and
+fair training fields (see gptlab.study.plan.FAIR_FIELDS). A study with a learning-rate sweep
+gives two tables, at the shared rate and at each experiment's tuned rate. In each table, one row
+per experiment, in the study's order: mean ± sample std over the complete runs' seeds of the
+final validation loss and HellaSwag acc_norm; the difference to the baseline with Welch's t-test,
+Holm-corrected over the table's comparisons (one family per metric) and tested only from
+MIN_SEEDS seeds a side; a verdict that says what could have been detected where nothing was;
+and the costs: parameters, FLOPs/token, KV-cache bytes/token, tokens/s, MFU. Incomplete runs are
+listed, never averaged. Prints Markdown, writes report.md, report.csv, report.json.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import csv
 import dataclasses
 import io
 import json
+import math
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -28,7 +31,9 @@ from pathlib import Path
 from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.files import atomic_write_text
 from gptlab.paths import LOG_ROOT
-from gptlab.reporting.stats import Comparison, mean_std, welch
+from gptlab.reporting.lr_sweep import LRFit, sweep_fits
+from gptlab.reporting.stats import (MIN_SEEDS, POWER, SIGNIFICANCE, Comparison, adjust, mean_std,
+                                    minimum_detectable_effect, pooled_std, seeds_needed, welch)
 from gptlab.training.record import read_record
 
 # published references for the GPT-2 124M recipe on FineWeb-Edu (build-nanogpt's setting)
@@ -38,21 +43,58 @@ REFERENCES = {
                            ("OpenAI GPT-2 124M in lm-eval-harness", 0.3114),
                            ("GPT-3 124M (paper)", 0.337)],
 }
+METRICS = {"val_loss": "val loss", "hellaswag_acc_norm": "HellaSwag acc_norm"}
+LOWER_IS_BETTER = {"val_loss": True, "hellaswag_acc_norm": False}
 
 
 @dataclass
 class Row:
-    experiment: str
+    experiment: str  # the label: the experiment's name, and what else differs where it does
     complete: list[dict] = field(default_factory=list)
     incomplete: list[dict] = field(default_factory=list)
     val: tuple | None = None  # (mean, std)
     hella: tuple | None = None
-    val_vs_baseline: Comparison | None = None
+    val_vs_baseline: Comparison | None = None  # tested (MIN_SEEDS a side), Holm-adjusted
     hella_vs_baseline: Comparison | None = None
+    name: str = ""  # the experiment's own name
+    lr_multiplier: float | None = None  # the multiple of max_lr its runs trained at, in a table of tuned rates
+    confounded: list[str] = field(default_factory=list)  # model fields it differs in beyond its named change
 
     @property
     def runs(self) -> list[dict]:
         return self.complete or self.incomplete
+
+    def values(self, key: str) -> list[float]:
+        return _values(self.complete, key)
+
+    def comparison(self, key: str) -> Comparison | None:
+        return self.val_vs_baseline if key == "val_loss" else self.hella_vs_baseline
+
+
+@dataclass
+class Resolution:
+    """What one table could detect in one metric: the seed-to-seed spread pooled over its
+    experiments, and the smallest difference its seeds detect at 80% power and the corrected alpha."""
+    metric: str
+    sd: float
+    df: int  # of the pooled spread
+    experiments: int  # pooled over
+    seeds: int  # per arm: the fewest complete seeds of a row
+    comparisons: int  # the family the alpha is divided over
+    alpha: float  # SIGNIFICANCE / comparisons: Holm's strictest step
+
+    @property
+    def tested(self) -> bool:
+        return self.seeds >= MIN_SEEDS
+
+    def mde(self, seeds: int | None = None) -> float:
+        """The minimum detectable effect at `seeds` per arm (default: the table's, or MIN_SEEDS below it)."""
+        return minimum_detectable_effect(self.sd, max(seeds or self.seeds, MIN_SEEDS), self.alpha)
+
+    def needed(self, delta: float) -> int | None:
+        """Seeds per arm to detect delta (never fewer than a mark needs)."""
+        n = seeds_needed(abs(delta), self.sd, self.alpha)
+        return None if n is None else max(n, MIN_SEEDS)
 
 
 @dataclass
@@ -62,6 +104,11 @@ class Table:
     baseline: str
     rows: list[Row]
     recipe: bool  # the GPT-2 124M recipe, for which published references apply
+    kind: str = ""  # "", "shared" or "tuned": which learning rates a study with a sweep compares at
+    spread: str = ""  # what the seed-to-seed spread measured
+    resolution: dict[str, Resolution] = field(default_factory=dict)
+    fits: dict[str, LRFit] = field(default_factory=dict)  # the learning-rate sweep's fits
+    study: bool = False
 
 
 def find_runs(paths: list[Path]) -> list[dict]:
@@ -74,65 +121,152 @@ def find_runs(paths: list[Path]) -> list[dict]:
 
 
 def group(records: list[dict], baseline: str | None = None) -> list[Table]:
-    tables: dict[str, list[dict]] = {}
+    groups: dict[str, list[dict]] = {}
     for r in records:
-        tables.setdefault(_comparison_key(r), []).append(r)
-    result = []
-    for key, runs in tables.items():
-        names = list(dict.fromkeys(_label(r, runs) for r in runs))
+        groups.setdefault(_comparison_key(r), []).append(r)
+    tables = []
+    for runs in groups.values():
         study = runs[0].get("study") or {}
-        base = baseline if baseline in names else study.get("baseline") if study.get("baseline") in names else (
-            "baseline" if "baseline" in names else names[0])
-        rows = []
-        for name in [base] + [n for n in names if n != base]:
-            row = Row(name)
-            seen = set()
-            for r in sorted((r for r in runs if _label(r, runs) == name), key=lambda r: str(r.get("seed"))):
-                if r.get("status") == "complete" and r.get("seed") in seen:  # a copy of a seed is not a new sample
-                    r = {**r, "status": f"a repeat of seed {r.get('seed')}"}
-                (row.complete if r.get("status") == "complete" else row.incomplete).append(r)
-                if r.get("status") == "complete":
-                    seen.add(r.get("seed"))
-            row.val = _mean_std(row.complete, "val_loss")
-            row.hella = _mean_std(row.complete, "hellaswag_acc_norm")
-            rows.append(row)
-        for row in rows[1:]:
-            row.val_vs_baseline = welch(_values(row.complete, "val_loss"), _values(rows[0].complete, "val_loss"))
-            row.hella_vs_baseline = welch(_values(row.complete, "hellaswag_acc_norm"),
-                                          _values(rows[0].complete, "hellaswag_acc_norm"))
-        result.append(Table(_title(runs[0], study), base, rows, _is_recipe(runs)))
-    return result
+        if study.get("lr_sweep"):
+            fits = sweep_fits(runs)
+            shared = [r for r in runs if _multiplier(r) == 1.0]
+            tuned = [r for r in runs if r["experiment"] in fits and _multiplier(r) == fits[r["experiment"]].chosen]
+            tables.append(_table(shared, baseline, kind="shared", fits=fits))
+            tables.append(_table(tuned, baseline, kind="tuned", fits=fits))
+        else:
+            tables.append(_table(runs, baseline))
+    return tables
+
+
+def _table(runs: list[dict], baseline: str | None, kind: str = "", fits: dict | None = None) -> Table:
+    study = runs[0].get("study") or {}
+    experiments = list(dict.fromkeys(r["experiment"] for r in runs))
+    base_name = next((n for n in (baseline, _stem(study.get("baseline")), "baseline") if n in experiments),
+                     experiments[0])
+    labels = _labels(runs, base_name, bool(study))
+    names = _ordered(list(dict.fromkeys(labels[id(r)][0] for r in runs)), study)
+    base = next(n for n in names if n.split(" (")[0] == base_name)
+    rows = []
+    for name in [base] + [n for n in names if n != base]:
+        row = Row(name, name=name.split(" (")[0])
+        seen = set()
+        for r in sorted((r for r in runs if labels[id(r)][0] == name), key=lambda r: str(r.get("seed"))):
+            if r.get("status") == "complete" and r.get("seed") in seen:  # a copy of a seed is not a new sample
+                r = {**r, "status": f"a repeat of seed {r.get('seed')}"}
+            (row.complete if r.get("status") == "complete" else row.incomplete).append(r)
+            if r.get("status") == "complete":
+                seen.add(r.get("seed"))
+        row.val = _mean_std(row.complete, "val_loss")
+        row.hella = _mean_std(row.complete, "hellaswag_acc_norm")
+        row.confounded = labels[id(row.runs[0])][1]
+        if kind == "tuned":
+            row.lr_multiplier = _multiplier(row.runs[0])
+        rows.append(row)
+    table = Table(_title(runs[0], study, kind), base, rows, _is_recipe(runs), kind=kind, spread=_spread(runs),
+                  fits=fits or {}, study=bool(study))
+    for key in METRICS:
+        made = sum(bool(row.values(key)) for row in rows[1:]) if rows[0].values(key) else 0
+        compared = adjust([_tested(row, rows[0], key) for row in rows[1:]], family=made)
+        for row, comparison in zip(rows[1:], compared):
+            setattr(row, "val_vs_baseline" if key == "val_loss" else "hella_vs_baseline", comparison)
+        resolution = _resolution(rows, key)
+        if resolution:
+            table.resolution[key] = resolution
+    return table
+
+
+def _tested(row: Row, base: Row, key: str) -> Comparison | None:
+    """Welch's test of the row against the baseline, where both have MIN_SEEDS complete seeds."""
+    mine, theirs = row.values(key), base.values(key)
+    return welch(mine, theirs) if min(len(mine), len(theirs)) >= MIN_SEEDS else None
+
+
+def _resolution(rows: list[Row], key: str) -> Resolution | None:
+    measured = [row.values(key) for row in rows if row.values(key)]
+    pooled = pooled_std(measured)
+    if pooled is None or len(measured) < 2:
+        return None
+    comparisons = len(measured) - 1
+    return Resolution(key, pooled[0], pooled[1], sum(len(v) > 1 for v in measured), min(len(v) for v in measured),
+                      comparisons, SIGNIFICANCE / comparisons)
 
 
 def _comparison_key(r: dict) -> str:
     study = r.get("study")
     if study:
-        return json.dumps(["study", study.get("name"), str(Path(r["log_dir"]).parent.parent)])
+        return json.dumps(["study", study.get("name"), str(_study_root(r))])
     from gptlab.study.plan import FAIR_FIELDS
     cfg = r.get("training_config") or {}
     return json.dumps([r.get("preset"), r.get("data_fingerprint"), [cfg.get(f) for f in FAIR_FIELDS]], default=str)
 
 
-def _label(r: dict, runs: list[dict]) -> str:
-    """The experiment's name; with the model fields that differ where one experiment ran with several configs."""
-    same = [o for o in runs if o["experiment"] == r["experiment"]]
-    configs = {json.dumps(o.get("model_config"), sort_keys=True) for o in same}
-    if len(configs) == 1:
-        return r["experiment"]
-    mine = r.get("model_config") or {}
-    others = [o.get("model_config") or {} for o in same]
-    varied = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
-    return f"{r['experiment']} ({', '.join(f'{k}={mine[k]}' for k in varied)})"
+def _study_root(r: dict) -> Path:
+    """The study's directory: the run's directory less its place in the study (<experiment>/[lrM/]seed<N>)."""
+    where = (r.get("study") or {}).get("run")
+    depth = len(Path(where).parts) if isinstance(where, str) and where else 2
+    return Path(r["log_dir"]).parents[depth - 1]
 
 
-def _title(r: dict, study: dict) -> str:
+def _multiplier(r: dict) -> float:
+    return float((r.get("study") or {}).get("lr_multiplier", 1.0))
+
+
+def _stem(name) -> str | None:
+    """An experiment as a record names it: a path given to a study is its file's stem."""
+    return Path(name).stem if isinstance(name, str) and name.endswith(".py") else name
+
+
+def _ordered(names: list[str], study: dict) -> list[str]:
+    """Rows in the study's order of experiments, else as found."""
+    order = [_stem(e) for e in study.get("experiments") or []]
+    return sorted(names, key=lambda n: order.index(n.split(" (")[0]) if n.split(" (")[0] in order else len(order))
+
+
+def _labels(runs: list[dict], base_name: str, in_study: bool) -> dict[int, tuple[str, list[str]]]:
+    """Each run's row label and what confounds it: the experiment's name; with the model fields
+    that set its runs apart where one experiment ran with several configs; and, outside a study,
+    with the fields it differs from the baseline in beyond what its experiment file names."""
+    labels = {}
+    base_runs = [r for r in runs if r["experiment"] == base_name]
+    base_config = (base_runs[0].get("model_config") or {}) if base_runs else None
+    for r in runs:
+        same = [o for o in runs if o["experiment"] == r["experiment"]]
+        mine = r.get("model_config") if isinstance(r.get("model_config"), dict) else {}
+        configs = {json.dumps(o.get("model_config"), sort_keys=True, default=str) for o in same}
+        parts, confounded = [], []
+        if len(configs) > 1:
+            others = [o.get("model_config") if isinstance(o.get("model_config"), dict) else {} for o in same]
+            parts = [f"{k}={mine[k]}" for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
+        if not in_study and isinstance(base_config, dict) and r["experiment"] != base_name:
+            named = {**(base_runs[0].get("experiment_model_fields") or {}), **(r.get("experiment_model_fields") or {})}
+            confounded = [f"{k} {mine[k]} vs {base_config.get(k)}" for k in sorted(mine)
+                          if mine[k] != base_config.get(k) and k not in named]
+            if confounded:
+                parts.append(", ".join(confounded) + ": confounded")
+        labels[id(r)] = (r["experiment"] + (f" ({'; '.join(parts)})" if parts else ""), confounded)
+    return labels
+
+
+def _title(r: dict, study: dict, kind: str) -> str:
     cfg = r.get("training_config") or {}
     steps, batch, val = (cfg.get(k) if isinstance(cfg.get(k), int) else 0
                          for k in ("max_steps", "total_batch_size", "val_tokens"))
     name = f"{study['name']}: " if study else ""
-    where = Path(r["log_dir"]).parent.parent
+    where = _study_root(r) if study else Path(r["log_dir"]).parent.parent
+    rate = {"shared": f", at the shared learning rate (max_lr {cfg.get('max_lr', 0) / _multiplier(r):.3g})",
+            "tuned": ", at each experiment's tuned learning rate"}.get(kind, "")
     return (f"{name}preset {r.get('preset')}, {steps:,} steps x {batch:,} tokens = {steps * batch:,} tokens, "
-            f"val {val:,} tokens, data {r.get('data_fingerprint')} ({where})")
+            f"val {val:,} tokens, data {r.get('data_fingerprint')}{rate} ({where})")
+
+
+def _spread(runs: list[dict]) -> str:
+    orders = {(r.get("training_config") or {}).get("data_order", "fixed") for r in runs}
+    if orders == {"seeded"}:
+        return "seeds vary the initialisation and the order of the training data (train.data_order=seeded)"
+    if orders == {"fixed"}:
+        return ("seeds vary the initialisation only: every seed reads the same batches in the same order "
+                "(train.data_order=seeded varies the order too)")
+    return "seeds vary the initialisation, and the order of the training data in some runs only"
 
 
 def _is_recipe(runs: list[dict]) -> bool:
@@ -146,7 +280,8 @@ def _is_recipe(runs: list[dict]) -> bool:
 
 
 def _values(runs: list[dict], key: str) -> list[float]:
-    return [r[key] for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)]
+    return [float(r[key]) for r in runs if isinstance(r.get(key), (int, float)) and not isinstance(r.get(key), bool)
+            and math.isfinite(r[key])]
 
 
 def _mean_std(runs: list[dict], key: str) -> tuple | None:
@@ -159,6 +294,33 @@ def _mean(runs: list[dict], key: str) -> float | None:
     return statistics.fmean(values) if values else None
 
 
+# ---- the verdict of a row
+
+def verdict(row: Row, base: Row, table: Table, key: str = "val_loss") -> str:
+    """What the row's difference to the baseline in one metric says, in words."""
+    mine, theirs = row.values(key), base.values(key)
+    if not mine or not theirs:
+        return "-"
+    delta = statistics.fmean(mine) - statistics.fmean(theirs)
+    resolution = table.resolution.get(key)
+    c = row.comparison(key)
+    if c is None:
+        if resolution is None:
+            return "one seed a side: no test; the seed-to-seed spread is unknown: train 3 seeds or more"
+        n = resolution.needed(delta)
+        need = (f"a difference of {abs(delta):.4f} needs {n} seeds per arm" if n else
+                f"a difference of {abs(delta):.4f} needs more than 100,000 seeds per arm")
+        return f"not tested: {len(mine)} and {len(theirs)} seeds (a mark needs {MIN_SEEDS} a side); {need}"
+    if c.significant:
+        better = (c.delta < 0) == LOWER_IS_BETTER[key]
+        return f"{'better' if better else 'worse'} {c.mark()}"
+    detectable = f"differences of {resolution.mde(min(len(mine), len(theirs))):.4f} or more would have been detected" \
+        if resolution else "the spread is unknown"
+    if abs(c.delta) <= c.ci95():
+        return f"inconclusive: {detectable}"
+    return f"not significant after Holm's correction over {c.family} comparisons (raw p={c.p:.3f}); {detectable}"
+
+
 # ---- rendering
 
 def _pm(stats: tuple | None, digits: int = 4) -> str:
@@ -168,13 +330,32 @@ def _pm(stats: tuple | None, digits: int = 4) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
 
 
-def _delta(c: Comparison | None, row_values: list, base_values: list, digits: int = 4) -> str:
+def _delta(row: Row, base: Row, key: str, digits: int = 4) -> str:
+    """The difference of the means, ± the 95% interval of this comparison where both sides have a spread."""
+    mine, theirs = row.values(key), base.values(key)
+    if not mine or not theirs:
+        return "-"
+    c = row.comparison(key) or welch(mine, theirs)
+    delta = statistics.fmean(mine) - statistics.fmean(theirs)
+    return f"{delta:+.{digits}f} ± {c.ci95():.{digits}f}" if c is not None else f"{delta:+.{digits}f}"
+
+
+def _test_cells(c: Comparison | None) -> list[str]:
+    """df, p, Holm's p and its mark."""
+    if c is None:
+        return ["-", "-", "-"]
+    df = "∞" if math.isinf(c.df) else f"{c.df:.1f}"
+    return [df, f"{c.p:.3f}", f"{c.p_family:.3f} {c.mark()}".replace(" not significant", "")]
+
+
+def _hella_cell(row: Row, base: Row) -> str:
+    text = _delta(row, base, "hellaswag_acc_norm")
+    c = row.hella_vs_baseline
     if c is not None:
-        return f"{c.delta:+.{digits}f} ± {c.ci95():.{digits}f} (p={c.p:.3f} {c.mark()})"
-    if row_values and base_values:
-        delta = statistics.fmean(row_values) - statistics.fmean(base_values)
-        return f"{delta:+.{digits}f} (one seed: no test)"
-    return "-"
+        text += f" (df {c.df:.1f}, p={c.p:.3f}, Holm {c.p_family:.3f} {c.mark()})"
+    elif text != "-":
+        text += " (not tested)"
+    return text
 
 
 def _si(n: float | None, unit: str = "") -> str:
@@ -186,11 +367,12 @@ def _si(n: float | None, unit: str = "") -> str:
     return f"{n:g}{unit}"
 
 
-COLUMNS = ["experiment", "seeds", "val loss", "Δ val vs baseline", "HellaSwag acc_norm", "Δ acc_norm",
-           "params", "non-emb params", "FLOPs/token", "KV B/token", "tok/s", "MFU", "steps", "val@2x/4x/8x", "notes"]
+COLUMNS = ["experiment", "seeds", "val loss", "Δ val vs baseline", "df", "p", "p Holm", "verdict",
+           "HellaSwag acc_norm", "Δ acc_norm", "params", "non-emb params", "FLOPs/token", "KV bytes/token (bf16)",
+           "tok/s", "MFU", "steps", "val@2x/4x/8x", "notes"]
 
 
-def row_cells(row: Row, base: Row) -> list[str]:
+def row_cells(row: Row, base: Row, table: Table) -> list[str]:
     runs, first = row.complete, row.runs[0]
     notes = []
     unfair = sorted({f for r in row.runs for f in (r.get("study") or {}).get("unfair", [])})
@@ -199,19 +381,27 @@ def row_cells(row: Row, base: Row) -> list[str]:
     base_data = {r.get("data_fingerprint") for r in base.runs}
     if any(r.get("data_fingerprint") not in base_data for r in row.runs):
         notes.append("UNFAIR: other data than the baseline's (data fingerprint)")
+    if row.confounded:
+        notes.append(f"CONFOUNDED: differs from the baseline in {', '.join(row.confounded)}, which its experiment "
+                     f"file does not name: the difference is not the experiment's alone")
     for r in row.incomplete:
         notes.append(f"seed {r.get('seed')} {r.get('status')} at step {r.get('step')}/{r.get('max_steps')}"
                      f" (not averaged)")
     steps = sorted({f"{r.get('step')}/{r.get('max_steps')}" for r in runs}) or ["-"]
     mfu = _mean(runs, "mfu")
+    name = row.experiment + (" (baseline)" if row is base and row.name != "baseline" else "")
+    if row.lr_multiplier is not None:
+        name += f" at x{row.lr_multiplier:g}"
+    is_base = row is base
     return [
-        row.experiment + (" (baseline)" if row is base and row.experiment != "baseline" else ""),
+        name,
         ", ".join(str(r.get("seed")) for r in runs) or "none complete",
         _pm(row.val),
-        "" if row is base else _delta(row.val_vs_baseline, _values(runs, "val_loss"), _values(base.complete, "val_loss")),
+        "" if is_base else _delta(row, base, "val_loss"),
+        *(["", "", ""] if is_base else _test_cells(row.val_vs_baseline)),
+        "" if is_base else verdict(row, base, table),
         _pm(row.hella),
-        "" if row is base else _delta(row.hella_vs_baseline, _values(runs, "hellaswag_acc_norm"),
-                                      _values(base.complete, "hellaswag_acc_norm")),
+        "" if is_base else _hella_cell(row, base),
         _params(first), _si(first.get("params_non_embedding")), _si(first.get("flops_per_token")),
         f"{first['kv_cache_bytes_per_token']:,}" if first.get("kv_cache_bytes_per_token") else "-",
         f"{_mean(runs, 'tok_per_sec'):,.0f}" if _mean(runs, "tok_per_sec") else "-",
@@ -246,6 +436,51 @@ def _lengths(runs: list[dict]) -> str:
     return " / ".join(cells)
 
 
+def legend(table: Table) -> list[str]:
+    """The lines under a table: how to read it, what it could detect, what its spread measures."""
+    made = sum(bool(row.values("val_loss")) for row in table.rows[1:])
+    lines = [f"Δ: variant minus baseline ({table.baseline}), ± the 95% confidence interval of that comparison alone; "
+             f"Welch's t-test over seeds (df: Welch-Satterthwaite). p Holm: Holm's step-down correction over the "
+             f"table's {made} comparison(s) with the baseline (val loss and HellaSwag are separate families; a "
+             f"comparison not tested counts as not rejected); the mark follows it: `*` < 0.05, `**` < 0.01. A "
+             f"difference is tested only with at least {MIN_SEEDS} complete seeds on each side. Lower val loss is "
+             f"better, higher acc_norm is better.",
+             f"Spread: {table.spread}."]
+    for key, r in table.resolution.items():
+        at = (f"with {r.seeds} seeds per arm" if r.tested else
+              f"rows with fewer than {MIN_SEEDS} seeds are not tested; with {MIN_SEEDS} seeds per arm")
+        lines.append(f"Resolution ({METRICS[key]}): seed-to-seed std {r.sd:.4f}, pooled over {r.experiments} "
+                     f"experiments (df {r.df}); {at}, at alpha = {SIGNIFICANCE:g}/{r.comparisons} (Holm's strictest "
+                     f"step) and {POWER:.0%} power, differences of {r.mde():.4f} or more would be detected.")
+    if table.resolution:
+        lines.append("`gptlab report DIR --detect DELTA` gives the seeds per arm a smaller difference would need.")
+    return lines
+
+
+def sweep_lines(table: Table) -> list[str]:
+    """The learning-rate sweep: each experiment's final val loss at each multiplier, and its optimum."""
+    grid = sorted({m for fit in table.fits.values() for m in [*fit.points, *fit.diverged, *fit.missing]})
+    base_lr = next(iter(table.fits.values())).base_lr
+    head = ["experiment"] + [f"x{m:g}" for m in grid] + ["fitted optimum", "seeds train at", "note"]
+    out = [f"Learning-rate sweep (the first seed; final val loss at each multiple of max_lr {base_lr:.3g}):", "",
+           "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for row in table.rows:
+        fit = table.fits.get(row.name)
+        if fit is None:
+            continue
+        cells = [f"{fit.points[m]:.4f}" if m in fit.points else "diverged" if m in fit.diverged else "missing"
+                 for m in grid]
+        optimum = f"x{fit.optimum:.3g} (max_lr {fit.base_lr * fit.optimum:.3g})" if fit.optimum else "-"
+        excess = fit.excess()
+        chosen = f"x{fit.chosen:g}" + (f" (+{excess:.4f} predicted over the optimum)" if excess is not None else "")
+        out.append("| " + " | ".join([row.name, *cells, optimum, chosen, fit.flag]) + " |")
+    out.append("")
+    out.append("A parabola in log(lr) is fitted through each experiment's points; its seeds train at the grid point "
+               "nearest the fitted optimum (a point already trained, and the bowl is flat near its bottom), never "
+               "beyond the grid.")
+    return out
+
+
 def markdown(tables: list[Table]) -> str:
     out = []
     for table in tables:
@@ -254,12 +489,30 @@ def markdown(tables: list[Table]) -> str:
         out.append("| " + " | ".join(COLUMNS) + " |")
         out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
         for row in table.rows:
-            out.append("| " + " | ".join(row_cells(row, base)) + " |")
+            out.append("| " + " | ".join(row_cells(row, base, table)) + " |")
         out.append("")
-        out.append(f"Δ: variant minus baseline ({table.baseline}), ± the 95% confidence interval; Welch's t-test over "
-                   f"seeds, `*` p < 0.05, `**` p < 0.01. Lower val loss is better, higher acc_norm is better.")
+        out += legend(table)
+        if table.kind == "tuned" and table.fits:
+            out.append("")
+            out += sweep_lines(table)
         out.append(_card(table))
         out.append("")
+    return "\n".join(out)
+
+
+def detect_lines(tables: list[Table], delta: float) -> str:
+    """--detect DELTA: the seeds per arm each table needs to detect a difference of DELTA in val loss."""
+    out = []
+    for table in tables:
+        r = table.resolution.get("val_loss")
+        if r is None:
+            out.append(f"{table.title}: no seed-to-seed spread to plan with (one seed a side); train 3 seeds or more")
+            continue
+        n = r.needed(delta)
+        needs = f"{n} seeds per arm" if n else "more than 100,000 seeds per arm"
+        out.append(f"{table.title}:\n  a val-loss difference of {delta:g} needs {needs} to be detected with "
+                   f"{POWER:.0%} power at alpha = {SIGNIFICANCE:g}/{r.comparisons} (seed-to-seed std {r.sd:.4f}, "
+                   f"pooled over {r.experiments} experiments, df {r.df}); it has {r.seeds}")
     return "\n".join(out)
 
 
@@ -279,9 +532,16 @@ def _card(table: Table) -> str:
 def as_json(tables: list[Table]) -> list[dict]:
     def comparison(c: Comparison | None) -> dict | None:
         return None if c is None else {**dataclasses.asdict(c), "ci95": c.ci95(), "mark": c.mark()}
-    return [{"title": t.title, "baseline": t.baseline, "gpt2_recipe": t.recipe, "rows": [
-        {"experiment": row.experiment, "val_loss": row.val, "hellaswag_acc_norm": row.hella,
-         "val_vs_baseline": comparison(row.val_vs_baseline), "hella_vs_baseline": comparison(row.hella_vs_baseline),
+    return [{"title": t.title, "baseline": t.baseline, "gpt2_recipe": t.recipe, "kind": t.kind, "spread": t.spread,
+             "resolution": {k: {**dataclasses.asdict(r), "mde": r.mde()} for k, r in t.resolution.items()},
+             "lr_sweep": {name: {"base_lr": f.base_lr, "points": f.points, "diverged": f.diverged, "missing": f.missing,
+                                 "coefficients": f.coefficients, "optimum": f.optimum, "chosen": f.chosen,
+                                 "flag": f.flag} for name, f in t.fits.items()},
+             "rows": [
+        {"experiment": row.experiment, "lr_multiplier": row.lr_multiplier, "val_loss": row.val,
+         "hellaswag_acc_norm": row.hella, "val_vs_baseline": comparison(row.val_vs_baseline),
+         "hella_vs_baseline": comparison(row.hella_vs_baseline),
+         "verdict": None if row is t.rows[0] else verdict(row, t.rows[0], t), "confounded": row.confounded,
          "runs": [{k: r.get(k) for k in ("log_dir", "seed", "status", "step", "max_steps", "val_loss", "val_loss_best",
                                          "hellaswag_acc_norm", "hellaswag_acc", "params", "params_non_embedding",
                                          "flops_per_token", "kv_cache_bytes_per_token", "tok_per_sec", "mfu", "device",
@@ -296,16 +556,19 @@ def as_csv(tables: list[Table]) -> str:
     writer.writerow(["comparison"] + COLUMNS)
     for table in tables:
         for row in table.rows:
-            writer.writerow([table.title] + row_cells(row, table.rows[0]))
+            writer.writerow([table.title] + row_cells(row, table.rows[0], table))
     return buffer.getvalue()
 
 
-def write_report(paths: list[Path], out: Path, baseline: str | None = None, figures: bool = True) -> str:
+def write_report(paths: list[Path], out: Path, baseline: str | None = None, figures: bool = True,
+                 detect: float | None = None) -> str:
     """Find, compare, print-ready Markdown; writes report.md/.csv/.json (and the figures) into out."""
     tables = group(find_runs(paths), baseline)
     if not tables:
         raise FileNotFoundError(f"no runs (run.json or log.txt) under {', '.join(map(str, paths))}")
     text = markdown(tables)
+    if detect is not None:
+        text += "\n" + detect_lines(tables, detect) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "report.md", text + "\n")
     atomic_write_text(out / "report.csv", as_csv(tables))
@@ -313,8 +576,11 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None, figu
     written = [out / "report.md", out / "report.csv", out / "report.json"]
     if figures:
         from gptlab.reporting.figures import study_figures
-        for i, table in enumerate(tables):
-            suffix = "" if len(tables) == 1 else f"_{i + 1}"
+        groups = sum(t.kind != "tuned" for t in tables)
+        index = 0
+        for table in tables:
+            index += table.kind != "tuned"
+            suffix = ("" if groups == 1 else f"_{index}") + ("_tuned" if table.kind == "tuned" else "")
             written += study_figures(table, out, suffix)
     return text + "\nwrote " + ", ".join(str(p) for p in written)
 
@@ -326,6 +592,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="the experiment to compare with (default: the study's, or 'baseline')")
     p.add_argument("--out", type=Path, help="where report.md/.csv/.json and the figures go (default: the first DIR)")
     p.add_argument("--no-figures", action="store_true", help="the table only (figures need matplotlib)")
+    p.add_argument("--detect", type=float, metavar="DELTA",
+                   help="how many seeds per arm would detect a val-loss difference of DELTA (80%% power, Holm's "
+                        "strictest alpha), from each table's seed-to-seed spread")
     return p
 
 
@@ -336,12 +605,16 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: no directory {', '.join(missing)}; give the log directories of runs or studies", file=sys.stderr)
         return 2
+    if args.detect is not None and not (math.isfinite(args.detect) and args.detect > 0):
+        print(f"error: --detect {args.detect}: give a positive difference of val loss, e.g. --detect 0.01",
+              file=sys.stderr)
+        return 2
     if args.baseline and not any(r["experiment"] == args.baseline for r in find_runs(dirs)):
         print(f"error: --baseline {args.baseline}: no run of that experiment under {', '.join(map(str, dirs))}",
               file=sys.stderr)
         return 2
     try:
-        print(write_report(dirs, args.out or dirs[0], args.baseline, figures=not args.no_figures))
+        print(write_report(dirs, args.out or dirs[0], args.baseline, figures=not args.no_figures, detect=args.detect))
     except FileNotFoundError as e:
         print(f"error: {e}; train some first (gptlab study ..., or python train.py ...)", file=sys.stderr)
         return 2

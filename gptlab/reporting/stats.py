@@ -84,11 +84,14 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def adjust(comparisons: list[Comparison | None]) -> list[Comparison | None]:
-    """The comparisons of one family (one table, one metric) with their Holm-adjusted p-values."""
+def adjust(comparisons: list[Comparison | None], family: int | None = None) -> list[Comparison | None]:
+    """The comparisons of one family (one table, one metric) with their Holm-adjusted p-values.
+    `family`: how many comparisons the table makes, when some of them could not be tested (too
+    few seeds): each counts as a hypothesis not rejected (p = 1), so it still raises the bar."""
     tested = [c for c in comparisons if c is not None]
-    adjusted = iter(holm([c.p for c in tested]))
-    return [None if c is None else replace(c, p_adjusted=next(adjusted), family=len(tested)) for c in comparisons]
+    family = max(family or 0, len(tested))
+    adjusted = iter(holm([c.p for c in tested] + [1.0] * (family - len(tested))))
+    return [None if c is None else replace(c, p_adjusted=next(adjusted), family=family) for c in comparisons]
 
 
 def t_sf(t: float, df: float) -> float:
@@ -118,7 +121,8 @@ def power(delta: float, sd: float, n: int, alpha: float) -> float:
     df = 2 * n - 2
     critical = scipy_stats.t.ppf(1 - alpha / 2, df)
     nc = abs(delta) / (sd * math.sqrt(2 / n))
-    return float(scipy_stats.nct.sf(critical, df, nc) + scipy_stats.nct.cdf(-critical, df, nc))
+    wrong_side = float(scipy_stats.nct.sf(critical, df, -nc))  # P(T' < -t_crit), by the symmetry of T'
+    return float(scipy_stats.nct.sf(critical, df, nc)) + (0.0 if math.isnan(wrong_side) else wrong_side)
 
 
 def minimum_detectable_effect(sd: float, n: int, alpha: float, target: float = POWER) -> float:

@@ -13,12 +13,13 @@ from pathlib import Path
 from gptlab.core.config import ConfigError
 from gptlab.files import DirectoryLock
 from gptlab.core.experiment import ExperimentError
-from gptlab.study.plan import Study, StudyError, load_study, plan
+from gptlab.study.plan import Study, StudyError, load_study, plan, plan_tuned
 from gptlab.training.presets import PRESETS
 
 EPILOG = """\
 Runs live in <out>/<experiment>/seed<N>/ (default out: log_train, or log_train/<name> for a
-study file), each a train.py run with its log.txt, run.json, checkpoints and console.txt.
+study file), each a train.py run with its log.txt, run.json, checkpoints and console.txt; a
+learning-rate sweep's runs at a multiplier M of max_lr in <out>/<experiment>/lrM/seed<N>/.
 Run the same command again to continue a stopped study: complete runs are skipped,
 interrupted ones resume from their newest checkpoint. At the end the report is printed and
 written with its figures into <out> (`gptlab report <out>` writes it again at any time).
@@ -37,6 +38,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help="default gpt2 (the full recipe)")
     p.add_argument("--baseline", help="the experiment the others are compared with (default: baseline, or the first)")
     p.add_argument("--out", help="directory of the study's runs and report")
+    p.add_argument("--lr-sweep", type=multipliers, metavar="M,M,...",
+                   help="sweep max_lr over these multipliers (e.g. 0.5,0.71,1,1.41,2) with the first seed, fit each "
+                        "experiment's optimum, and train its seeds there too: the report compares at the shared and "
+                        "at each experiment's tuned rate")
     p.add_argument("--allow-unfair", action="store_true", default=None,
                    help="train experiments whose files change the data, tokens, schedule, batch or evaluation "
                         "(the report marks their rows)")
@@ -47,9 +52,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def multipliers(text: str) -> list[float]:
+    """--lr-sweep 0.5,0.71,1,1.41,2 -> [0.5, 0.71, 1.0, 1.41, 2.0]"""
+    try:
+        return [float(m) for m in text.split(",") if m.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of multipliers of max_lr, e.g. "
+                                         f"0.5,0.71,1,1.41,2") from None
+
+
 def resolve_study(args: argparse.Namespace) -> Study:
     flags = {"experiments": args.experiments, "seeds": args.seeds, "preset": args.preset, "baseline": args.baseline,
-             "out": args.out, "allow_unfair": args.allow_unfair}
+             "out": args.out, "allow_unfair": args.allow_unfair, "lr_sweep": args.lr_sweep}
     flags = {k: v for k, v in flags.items() if v is not None}
     if args.study:
         study = load_study(args.study)
@@ -87,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, ExperimentError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{'study' if study.name == 'study' else f'study {study.name}'}: {len(study.experiments)} experiment(s) x {study.seeds} seed(s) = {len(runs)} runs, "
-          f"preset {study.preset}, baseline {study.baseline}, in {study.root}")
+    sweep = (f" and a learning-rate sweep over x{', x'.join(f'{m:g}' for m in study.lr_sweep)} of max_lr (then the "
+             f"seeds at each experiment's tuned rate)" if study.lr_sweep else "")
+    print(f"{'study' if study.name == 'study' else f'study {study.name}'}: {len(study.experiments)} experiment(s) x "
+          f"{study.seeds} seed(s){sweep} = {len(runs)} runs, preset {study.preset}, baseline {study.baseline}, in "
+          f"{study.root}")
     for name in study.experiments:
         differs = next(r.differs for r in runs if r.experiment == name)
         if name != study.baseline:
@@ -108,6 +125,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_definition(study, runs)
         code = StudyRunner(study, runs, slots, verbose=args.verbose).run()
+        if study.lr_sweep and code != 3:
+            tuned = tuned_runs(study, runs)
+            if tuned:
+                write_definition(study, runs + tuned)
+                print(f"at each experiment's tuned learning rate: {len(tuned)} more run(s)")
+                code = max(code, StudyRunner(study, tuned, slots, verbose=args.verbose).run())
+                runs += tuned
+    except (StudyError, ExperimentError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         lock.release()
     if code == 3:
@@ -120,6 +147,32 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         print(f"the figures need {e.name} (pip install -e \".[plot]\"); the table is in {study.root / 'report.md'}")
     return code
+
+
+def tuned_runs(study: Study, runs: list) -> list:
+    """After the sweep: each experiment's fitted learning rate, said, and the runs of its other
+    seeds there. An experiment whose sweep is missing a point waits for the same command to retry it."""
+    from gptlab.reporting.lr_sweep import sweep_fits
+    from gptlab.training.record import read_record
+    records = [r for r in (read_record(p.log_dir) for p in runs if p.seed == p.first_seed) if r]
+    fits = sweep_fits(records)
+    chosen = {}
+    for name in study.experiments:
+        fit = fits.get(load_name(runs, name))
+        if fit is None or not fit.complete:
+            missing = ", ".join(f"x{m:g}" for m in (fit.missing if fit else study.lr_sweep))
+            print(f"  {name}: the sweep is missing {missing}; its seeds at a tuned rate wait for the same command "
+                  f"to retry it")
+            continue
+        chosen[name] = fit.chosen
+        found = f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else fit.flag
+        print(f"  {name}: {found}; its seeds train at x{fit.chosen:g} (max_lr {fit.base_lr * fit.chosen:.3g})")
+    return plan_tuned(study, chosen) if study.seeds > 1 else []
+
+
+def load_name(runs: list, name: str) -> str:
+    """The experiment's name in its runs' records (a path given to the study is recorded by its stem)."""
+    return next(r.run.experiment.name for r in runs if r.experiment == name)
 
 
 def _short(value) -> str:

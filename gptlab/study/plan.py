@@ -1,23 +1,26 @@
 """What a study is: experiments, seeds, a preset and overrides, one baseline; and its plan,
 every run resolved and checked before anything trains.
 
-A study is fair by construction: every run of it reads the same data in the same order (a
-seed changes the initialisation and dropout, never the data stream), for the same tokens,
-schedule and batch, and is evaluated on the same validation tokens and HellaSwag examples.
-An experiment file that changes any of these (its TRAINING_CONFIG) is refused, naming the
-experiment and the fields, unless the study allows it; the report then marks those rows.
+A study is fair by construction: every run of it reads the same data (in the same order, or
+with train.data_order=seeded in an order each seed draws), for the same tokens, schedule and
+batch, and is evaluated on the same validation tokens and HellaSwag examples. An experiment
+file that changes any of these (its TRAINING_CONFIG) is refused, naming the experiment and the
+fields, unless the study allows it; the report then marks those rows. A variant that the preset
+or the overrides turned into the baseline's model is refused. A learning-rate sweep varies
+max_lr, the one fair field it may: every experiment at every multiplier of the shared rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import runpy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gptlab.core.config import ConfigError, TrainingConfig
+from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig
 from gptlab.core.experiment import ExperimentError
 from gptlab.paths import LOG_ROOT, STUDIES_DIR
 from gptlab.training.presets import PRESETS
@@ -48,6 +51,7 @@ class Study:
     baseline: str = ""  # the experiment the others are compared with; "" = "baseline" if present, else the first
     out: str = ""  # where the runs live: <out>/<experiment>/seed<N>; "" = log_train (a study file's: log_train/<name>)
     allow_unfair: bool = False  # train experiments whose files change fair fields (marked in the report)
+    lr_sweep: list[float] = field(default_factory=list)  # multipliers of max_lr each experiment is swept over
     name: str = "study"
 
     def __post_init__(self) -> None:
@@ -58,6 +62,17 @@ class Study:
         if not isinstance(self.overrides, (list, tuple)) or not all(isinstance(o, str) for o in self.overrides):
             raise StudyError(f"study {self.name}: overrides must be a list of \"model.X=...\"/\"train.Y=...\" strings; "
                              f"got {self.overrides!r}")
+        if not isinstance(self.lr_sweep, (list, tuple)) or not all(
+                isinstance(m, (int, float)) and not isinstance(m, bool) for m in self.lr_sweep):
+            raise StudyError(f"study {self.name}: lr_sweep must be a list of multipliers of max_lr, e.g. "
+                             f"[0.5, 0.71, 1, 1.41, 2]; got {self.lr_sweep!r}")
+        self.lr_sweep = [float(m) for m in self.lr_sweep]
+        if self.lr_sweep:
+            if not all(math.isfinite(m) and m > 0 for m in self.lr_sweep):
+                problems.append(f"lr_sweep={self.lr_sweep}: multipliers must be positive numbers")
+            elif len(set(self.lr_sweep)) < 3:
+                problems.append(f"lr_sweep={self.lr_sweep}: give at least 3 different multipliers (a parabola is "
+                                f"fitted through them), e.g. 0.5,0.71,1,1.41,2")
         if not isinstance(self.allow_unfair, bool):
             problems.append(f"allow_unfair={self.allow_unfair!r}: give True or False")
         if not self.experiments:
@@ -82,12 +97,13 @@ class Study:
     def definition(self) -> dict:
         """What study.json records of it."""
         return {"name": self.name, "experiments": self.experiments, "seeds": self.seeds, "preset": self.preset,
-                "overrides": self.overrides, "baseline": self.baseline, "allow_unfair": self.allow_unfair}
+                "overrides": self.overrides, "baseline": self.baseline, "allow_unfair": self.allow_unfair,
+                "lr_sweep": self.lr_sweep}
 
 
 # the settings of a study file, and the Study field each sets
 FILE_SETTINGS = {"EXPERIMENTS": "experiments", "SEEDS": "seeds", "PRESET": "preset", "OVERRIDES": "overrides",
-                 "BASELINE": "baseline", "OUT": "out", "ALLOW_UNFAIR": "allow_unfair"}
+                 "BASELINE": "baseline", "OUT": "out", "ALLOW_UNFAIR": "allow_unfair", "LR_SWEEP": "lr_sweep"}
 
 
 def available_studies() -> list[str]:
@@ -96,7 +112,7 @@ def available_studies() -> list[str]:
 
 def load_study(name_or_path: str) -> Study:
     """`quick` -> studies/quick.py; a path ending in .py as it is. A study file sets
-    EXPERIMENTS (required), SEEDS, PRESET, OVERRIDES, BASELINE, OUT, ALLOW_UNFAIR; its runs
+    EXPERIMENTS (required), SEEDS, PRESET, OVERRIDES, BASELINE, OUT, ALLOW_UNFAIR, LR_SWEEP; its runs
     live under log_train/<name>/ unless it sets OUT."""
     if name_or_path.endswith(".py"):
         path = Path(name_or_path).expanduser().resolve()
@@ -125,7 +141,7 @@ def load_study(name_or_path: str) -> Study:
     if problems:
         raise StudyError(f"study file {path} has problems:\n  - " + "\n  - ".join(problems))
     values = {FILE_SETTINGS[k]: namespace[k] for k in FILE_SETTINGS if k in namespace}
-    for key in ("experiments", "overrides"):  # a tuple is a list; anything else is named by Study
+    for key in ("experiments", "overrides", "lr_sweep"):  # a tuple is a list; anything else is named by Study
         if isinstance(values.get(key), tuple):
             values[key] = list(values[key])
     values.setdefault("out", str(LOG_ROOT / path.stem))
@@ -139,6 +155,9 @@ class PlannedRun:
     run: Run
     differs: dict  # from the baseline's run: {"model.FIELD" or a class slot: [baseline's, this one's]}
     unfair: list[str]  # fair fields this run changes (only with allow_unfair)
+    overrides: list[str] = field(default_factory=list)  # the study's, and this run's max_lr where it is swept
+    lr_multiplier: float = 1.0  # of the study's max_lr (a learning-rate sweep's point, or a tuned rate)
+    first_seed: int = 0  # the study's first seed (the seed of its learning-rate sweep)
 
     @property
     def log_dir(self) -> Path:
@@ -146,17 +165,81 @@ class PlannedRun:
 
     @property
     def label(self) -> str:
-        return f"{self.experiment} seed{self.seed}"
+        rate = "" if self.lr_multiplier == 1 else f" lr x{self.lr_multiplier:g}"
+        return f"{self.experiment}{rate} seed{self.seed}"
+
+    def record(self, study: Study) -> dict:
+        """What the run's record keeps of the study (its `study` key): the report reads it."""
+        return {"name": study.name, "baseline": study.baseline, "experiments": study.experiments,
+                "differs": self.differs, "unfair": self.unfair,
+                "run": self.log_dir.relative_to(study.root).as_posix(), "lr_multiplier": self.lr_multiplier,
+                "lr_sweep": study.lr_sweep, "first_seed": self.first_seed}
+
+
+def lr_dir_name(multiplier: float) -> str:
+    """The directory of an experiment's runs at a multiplier of max_lr other than 1: lr0.71."""
+    return f"lr{multiplier:g}"
 
 
 def plan(study: Study) -> list[PlannedRun]:
-    """Every run of the study, resolved and checked, in the order they train: seed by seed, so a
-    study stopped early already holds whole comparisons. Refuses an unfair study."""
+    """Every run of the study that can be planned before anything trains, resolved and checked,
+    in the order they train, seed by seed, so that a study stopped early already holds whole
+    comparisons. With a learning-rate sweep the sweep goes first (every experiment at every
+    multiplier, with the first seed); the runs at each experiment's tuned rate are planned when
+    the sweep is done (`plan_tuned`). Refuses an unfair study, and a variant that is the
+    baseline's model."""
+    first = _check(study)
+    seeds = _seeds(study, first)
+    runs = []
+    if study.lr_sweep:
+        for name in study.experiments:
+            for multiplier in sorted({*study.lr_sweep, 1.0}):
+                runs.append(_planned(study, first, name, seeds[0], multiplier))
+        seeds = seeds[1:]
+    for seed in seeds:
+        for name in study.experiments:
+            runs.append(_planned(study, first, name, seed, 1.0))
+    check_existing(runs)
+    return runs
+
+
+def plan_tuned(study: Study, chosen: dict[str, float]) -> list[PlannedRun]:
+    """The seeds after the first at each experiment's tuned multiplier of max_lr (`chosen`, from
+    the sweep; the first seed's run there is the sweep's own), where that is not 1."""
+    first = _check(study, quiet=True)
+    runs = [_planned(study, first, name, seed, chosen[name]) for seed in _seeds(study, first)[1:]
+            for name in study.experiments if chosen.get(name, 1.0) != 1.0]
+    check_existing(runs)
+    return runs
+
+
+def _seeds(study: Study, first: dict[str, Run]) -> list[int]:
+    base_seed = first[study.baseline].train_config.seed
+    return [base_seed + i for i in range(study.seeds)]
+
+
+def _planned(study: Study, first: dict[str, Run], name: str, seed: int, multiplier: float) -> PlannedRun:
     from gptlab.training.cli import plan_run, seed_dir_name
+    base, own = first[study.baseline], first[name]
+    overrides = list(study.overrides)
+    where = study.root / own.experiment.name
+    if multiplier != 1.0:
+        overrides.append(f"train.max_lr={own.train_config.max_lr * multiplier!r}")
+        where = where / lr_dir_name(multiplier)
+    run = plan_run(name, study.preset, overrides, seed=seed, quiet=True, log_dir=where / seed_dir_name(seed))
+    return PlannedRun(name, seed, run, differences(run, base), unfair_fields(own, base), overrides, multiplier,
+                      _seeds(study, first)[0])
+
+
+def _check(study: Study, quiet: bool = False) -> dict[str, Run]:
+    """The first seed's run of each experiment, its configs and components checked, and the study's
+    fairness: no unfair experiment unless allowed, no two experiments of one name, no variant that
+    the preset and overrides made the baseline's model."""
+    from gptlab.training.cli import plan_run
     first = {}
-    for name in study.experiments:  # the first seed of each: configs and components checked
+    for name in study.experiments:
         try:
-            first[name] = plan_run(name, study.preset, study.overrides)
+            first[name] = plan_run(name, study.preset, study.overrides, quiet=quiet)
         except (ExperimentError, ConfigError, ValueError) as e:
             raise StudyError(f"experiment {name!r} of study {study.name} cannot run: {e}") from None
     by_name = {}
@@ -166,7 +249,6 @@ def plan(study: Study) -> list[PlannedRun]:
     if clashes:
         raise StudyError("two experiments of the study have one name, so their runs would share a directory: " +
                          "; ".join(" and ".join(names) for names in clashes) + "; rename one of the files")
-    base_seed = first[study.baseline].train_config.seed
     base = first[study.baseline]
     unfair = {name: unfair_fields(run, base) for name, run in first.items()}
     refused = {name: fields for name, fields in unfair.items() if fields}
@@ -179,15 +261,25 @@ def plan(study: Study) -> list[PlannedRun]:
                          "\n  - ".join(lines) + "\nremove the fields from the files' TRAINING_CONFIG (or set them "
                          "for every run with train.FIELD=VALUE overrides), or train anyway with --allow-unfair "
                          "(the report marks these rows). Nothing was trained")
-    runs = []
-    for i in range(study.seeds):
-        seed = base_seed + i
-        for name in study.experiments:
-            run = plan_run(name, study.preset, study.overrides, seed=seed, quiet=True,
-                           log_dir=study.root / first[name].experiment.name / seed_dir_name(seed))
-            runs.append(PlannedRun(name, seed, run, differences(run, base), unfair[name]))
-    check_existing(runs)
-    return runs
+    same = [name for name, run in first.items()
+            if name != study.baseline and not differences(run, base) and not unfair[name]]
+    if same:
+        lines = [f"{first[name].experiment.name}{_replaced(first[name], study.preset)}" for name in same]
+        raise StudyError(f"these experiments are the baseline's model once the preset {study.preset} and the "
+                         f"overrides are applied, so comparing them with it measures nothing but seed noise:\n  - " +
+                         "\n  - ".join(lines) + f"\ngive a field they need as an override for every run "
+                         f"(model.FIELD=VALUE), or leave them out of the study. Nothing was trained")
+    return first
+
+
+def _replaced(run: Run, preset: str) -> str:
+    """What the preset or the overrides replaced of the experiment file's own MODEL_CONFIG."""
+    own, default = run.experiment.model_config, GPTConfig()
+    lost = [f"{f.name}={getattr(own, f.name)!r} (now {getattr(run.model_config, f.name)!r})"
+            for f in dataclasses.fields(own)
+            if getattr(own, f.name) != getattr(default, f.name) and getattr(run.model_config, f.name) != getattr(own, f.name)]
+    return f": its MODEL_CONFIG's {', '.join(lost)} replaced by the preset {preset} or an override" if lost else \
+        ": it changes nothing the baseline has"
 
 
 def check_existing(runs: list[PlannedRun]) -> None:

@@ -38,6 +38,7 @@ def write_definition(study: Study, runs: list[PlannedRun]) -> None:
     study.root.mkdir(parents=True, exist_ok=True)
     path = study.root / "study.json"
     record = {**study.definition(), "runs": [{"experiment": r.experiment, "seed": r.seed,
+                                              "lr_multiplier": r.lr_multiplier,
                                               "log_dir": str(r.log_dir.relative_to(study.root))} for r in runs]}
     atomic_write_text(path, json.dumps(record, indent=1) + "\n")
 
@@ -45,7 +46,7 @@ def write_definition(study: Study, runs: list[PlannedRun]) -> None:
 def command(study: Study, planned: PlannedRun, device: int | None) -> list[str]:
     cmd = [sys.executable, "-m", "gptlab", "train", "--experiment", str(planned.run.experiment.path),
            "--preset", study.preset, "--seed", str(planned.seed), "--log-dir", str(planned.log_dir),
-           "--resume", "auto", *study.overrides]
+           "--resume", "auto", *planned.overrides]
     return cmd + ["--no-launch"] if device is not None else cmd
 
 
@@ -87,8 +88,7 @@ class StudyRunner:
     def _launch(self, device: int | None, index: int, planned: PlannedRun, record: dict | None) -> None:
         planned.log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "GPTLAB_STATUS_FILE": str(planned.log_dir / ".exit_status"),
-               STUDY_ENV: json.dumps({"name": self.study.name, "baseline": self.study.baseline,
-                                      "differs": planned.differs, "unfair": planned.unfair})}
+               STUDY_ENV: json.dumps(planned.record(self.study))}
         if device is not None:
             env["CUDA_VISIBLE_DEVICES"] = str(device)
         where = "" if device is None else f" on GPU {device}"
@@ -121,6 +121,8 @@ class StudyRunner:
                 print(f"{head} in {took} ({_scores(read_record(planned.log_dir) or {})})", flush=True)
             elif outcome in ("preempted", "interrupted") and self.stopping:
                 print(f"{head} after {took}", flush=True)
+            elif outcome == "diverged" and planned.lr_multiplier != 1 and planned.seed == planned.first_seed:
+                print(f"{head} after {took}: a point of the learning-rate sweep, left out of its fit", flush=True)
             else:
                 self.failed.append(planned.label)
                 print(f"{head} after {took}{_tail(planned.log_dir / 'console.txt')}", flush=True)

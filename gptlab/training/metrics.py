@@ -116,6 +116,8 @@ class Metrics:
         values = {key: value for key, value in results.items() if key not in ("samples", "hella_why")}
         if skipped and self.said_hellaswag_skipped:  # said once per run, not at every evaluation
             values.pop("hella")
+        elif skipped:
+            self.header("hellaswag_skipped", results["hella_why"])  # why, for the record and the report's figures
         self.record(step, values)
         for text in samples:
             self.record(step, {"sample": repr(text)})

@@ -56,6 +56,7 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
         "git_commit": environment.get("git_commit"),
         "data_fingerprint": header.get("data_fingerprint"),
         "model_config": header.get("model_config"),
+        "experiment_model_fields": header.get("experiment_model_fields"),
         "training_config": train_cfg,
         "step": done,
         "max_steps": train_cfg.get("max_steps"),
@@ -73,6 +74,8 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
     record["hellaswag_acc_norm"] = hella.get(last_hella)
     record["hellaswag_acc"] = dict(series.get("hella_acc", [])).get(last_hella)
     record["hellaswag_step"] = last_hella
+    if last_hella is None and header.get("hellaswag_skipped"):
+        record["hellaswag_skipped"] = header["hellaswag_skipped"]
     finished = record["max_steps"] is not None and record["val_step"] == record["max_steps"]
     record["status"] = "complete" if finished else "stopped"
     return record

@@ -133,6 +133,10 @@ def describe(run: Run, model, ctx: Dist, accum: int, data) -> dict:
     device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device
     return {
         "experiment": run.experiment_record(),
+        # the model fields the experiment file itself sets: its named change, beside its classes
+        "experiment_model_fields": {f.name: getattr(run.experiment.model_config, f.name)
+                                    for f in dataclasses.fields(GPTConfig)
+                                    if getattr(run.experiment.model_config, f.name) != getattr(GPTConfig(), f.name)},
         **({"init_from": run.init_from} if run.init_from else {}),
         "model_config": dataclasses.asdict(run.model_config),
         "training_config": dataclasses.asdict(run.train_config),

@@ -26,13 +26,72 @@ def test_a_clear_win_is_marked_significant_and_noise_is_not(tmp_path):
     text = write_report([tmp_path], tmp_path, figures=False)
     table = rows(text)
     assert table["baseline"][2] == "3.3000 ± 0.0100"
-    assert table["rope"][3].startswith("-0.2000 ± 0.0227 (p=0.000 **)")  # t(4) 2.776 x se 0.00816
-    assert "not significant" in table["alibi"][3]
-    assert table["rope"][1] == "1337, 1338, 1339" and table["rope"][6] == "1.00k" and table["rope"][9] == "512"
+    assert table["rope"][3] == "-0.2000 ± 0.0227"  # t(4) 2.776 x se 0.00816
+    assert table["rope"][4] == "4.0" and table["rope"][6] == "0.000 **" and table["rope"][7] == "better **"
+    assert table["alibi"][7].startswith("inconclusive: differences of ")
+    assert table["rope"][1] == "1337, 1338, 1339" and table["rope"][10] == "1.00k" and table["rope"][13] == "512"
     saved = json.loads((tmp_path / "report.json").read_text())
     rope = next(r for r in saved[0]["rows"] if r["experiment"] == "rope")
-    assert rope["val_vs_baseline"]["mark"] == "**" and len(rope["runs"]) == 3
+    assert rope["val_vs_baseline"]["mark"] == "**" and len(rope["runs"]) == 3 and rope["verdict"] == "better **"
     assert (tmp_path / "report.csv").read_text().count("\n") == 4 and (tmp_path / "report.md").is_file()
+
+
+def test_holm_decides_the_mark_and_the_raw_p_is_shown_beside_it(tmp_path):
+    """Five variants against one baseline: alone, swiglu's p of about 0.02 would be `*`; corrected over
+    the table's five comparisons it is not significant, and the row says so with both p-values."""
+    finals = {"baseline": [7.140, 7.135, 7.145], "swiglu": [7.118, 7.122, 7.120]}
+    finals.update({name: [7.139, 7.141, 7.142] for name in ("rope", "alibi", "gqa", "mla")})
+    study_runs(tmp_path, finals)
+    swiglu = rows(write_report([tmp_path], tmp_path, figures=False))["swiglu"]
+    p, p_holm = float(swiglu[5]), float(swiglu[6])  # the smallest p of five: Holm multiplies it by 5
+    assert p < 0.05 and p_holm == pytest.approx(5 * p, abs=0.003) and p_holm > 0.05
+    assert swiglu[7].startswith("not significant after Holm's correction over 5 comparisons (raw p=")
+    assert "over the table's 5 comparison(s)" in write_report([tmp_path], tmp_path, figures=False)
+
+
+def test_two_seeds_a_side_give_the_spread_and_the_seeds_a_claim_needs_and_no_mark(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.32], "rope": [3.10, 3.12]})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    rope = rows(text)["rope"]
+    assert rope[3].startswith("-0.2000 ± ") and rope[4:7] == ["-", "-", "-"] and "*" not in rope[7]
+    # pooled std 0.01414 (df 2), one comparison: 0.2 is 14 standard deviations, so 3 seeds (the least) do
+    assert rope[7] == ("not tested: 2 and 2 seeds (a mark needs 3 a side); a difference of 0.2000 needs 3 seeds "
+                       "per arm")
+    assert "rows with fewer than 3 seeds are not tested" in text
+
+
+def test_the_resolution_and_the_seeds_a_difference_needs(tmp_path):
+    """Pooled seed-to-seed std exactly 0.02 and one comparison (alpha 0.05): a difference of 0.01 is
+    Cohen's d = 0.5, for which a two-sided two-sample t-test at 80% power needs 64 per group (G*Power)."""
+    study_runs(tmp_path, {"baseline": [3.30, 3.32, 3.34], "rope": [3.10, 3.12, 3.14]})
+    text = write_report([tmp_path], tmp_path, figures=False, detect=0.01)
+    assert "seed-to-seed std 0.0200, pooled over 2 experiments (df 4)" in text
+    assert "a val-loss difference of 0.01 needs 64 seeds per arm" in text and "it has 3" in text
+    # the minimum detectable effect at 3 seeds: a t-test with 4 df detects d = 3.07 four times in five
+    assert "differences of 0.0614 or more would be detected" in text
+    assert main([str(tmp_path), "--detect", "-1", "--no-figures"]) == 2
+
+
+def test_rows_keep_the_study_order(tmp_path):
+    study = {**STUDY, "experiments": ["baseline", "swiglu", "alibi", "rope"]}
+    for name in study["experiments"]:
+        fake_run(tmp_path / name / "seed1337", name, 1337, vals=(10.8, 8.0, 7.0), status="complete", study=study)
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert list(table) == ["baseline", "swiglu", "alibi", "rope"]
+
+
+def test_a_model_that_differs_beyond_the_named_change_is_labelled_confounded(tmp_path):
+    """Separate runs: rope trained with 3 layers against a baseline of 2. The row says so, and
+    says the difference is not the experiment's alone; gqa's n_kv_head is its file's own change."""
+    fake_run(tmp_path / "baseline" / "log", "baseline", vals=(10.8, 8.0, 7.0), status="complete",
+             model={"n_layer": 2})
+    fake_run(tmp_path / "rope" / "log", "rope", vals=(10.8, 8.0, 6.9), status="complete", model={"n_layer": 3})
+    fake_run(tmp_path / "gqa" / "log", "gqa", vals=(10.8, 8.0, 6.9), status="complete",
+             model={"n_layer": 2, "n_kv_head": 4}, header={"experiment_model_fields": {"n_kv_head": 4}})
+    table = rows(write_report([tmp_path], tmp_path, figures=False))
+    assert "rope (n_layer 3 vs 2: confounded)" in table
+    assert "CONFOUNDED: differs from the baseline in n_layer 3 vs 2" in table["rope (n_layer 3 vs 2: confounded)"][-1]
+    assert "gqa" in table and "CONFOUNDED" not in table["gqa"][-1]
 
 
 def test_a_mixture_of_experts_shows_its_active_parameters(tmp_path):
@@ -41,7 +100,7 @@ def test_a_mixture_of_experts_shows_its_active_parameters(tmp_path):
         fake_run(tmp_path / "moe" / f"seed{1337 + i}", "moe", 1337 + i, vals=(10.8, 8.0, 3.2), status="complete",
                  study=STUDY, header={"params": 3000, "params_active": 1500})
     table = rows(write_report([tmp_path], tmp_path, figures=False))
-    assert table["moe"][6] == "3.00k (1.50k active)" and table["baseline"][6] == "1.00k"
+    assert table["moe"][10] == "3.00k (1.50k active)" and table["baseline"][10] == "1.00k"
 
 
 def test_incomplete_runs_are_listed_never_averaged(tmp_path):
@@ -55,7 +114,7 @@ def test_incomplete_runs_are_listed_never_averaged(tmp_path):
 def test_one_seed_gives_a_difference_and_no_test(tmp_path):
     study_runs(tmp_path, {"baseline": [3.30], "rope": [3.20]})
     table = rows(write_report([tmp_path], tmp_path, figures=False))
-    assert table["rope"][3] == "-0.1000 (one seed: no test)"
+    assert table["rope"][3] == "-0.1000" and table["rope"][7].startswith("one seed a side: no test")
 
 
 def test_unfair_rows_say_so(tmp_path):

@@ -1,6 +1,6 @@
 import pytest
 
-from gptlab.study.plan import FAIR_FIELDS, Study, StudyError, load_study, plan
+from gptlab.study.plan import FAIR_FIELDS, Study, StudyError, load_study, plan, plan_tuned
 
 OVERRIDES = ["train.max_steps=4"]
 
@@ -43,15 +43,16 @@ def test_an_experiment_that_changes_the_recipe_is_refused_naming_it_and_the_fiel
 
 
 def test_the_preset_and_overrides_apply_to_every_run_so_they_cannot_make_it_unfair(tmp_path):
-    exp = write(tmp_path / "lr.py", "from gptlab import TrainingConfig\nTRAINING_CONFIG = TrainingConfig(max_lr=1e-3)\n")
+    exp = write(tmp_path / "lr.py", "from gptlab import TrainingConfig\nfrom gptlab.modules import RoPE\n"
+                                    "POSITION_ENCODING_CLASS = RoPE\nTRAINING_CONFIG = TrainingConfig(max_lr=1e-3)\n")
     runs = plan(Study(["baseline", exp], preset="smoke", overrides=OVERRIDES + ["train.max_lr=2e-3"],
                       out=str(tmp_path)))
     assert all(r.run.train_config.max_lr == 2e-3 and not r.unfair for r in runs)
 
 
 def test_allow_unfair_trains_it_and_says_which_fields(tmp_path):
-    exp = write(tmp_path / "long.py", "from gptlab import TrainingConfig\n"
-                                      "TRAINING_CONFIG = TrainingConfig(warmup_steps=100)\n")
+    exp = write(tmp_path / "long.py", "from gptlab import TrainingConfig\nfrom gptlab.modules import RoPE\n"
+                                      "POSITION_ENCODING_CLASS = RoPE\nTRAINING_CONFIG = TrainingConfig(warmup_steps=100)\n")
     study = Study(["baseline", exp], preset="smoke", overrides=["train.max_steps=4"], out=str(tmp_path),
                   allow_unfair=True)
     # the smoke preset sets warmup_steps=5 after the file: the file's value is overridden, so still fair
@@ -72,7 +73,7 @@ def test_fair_fields_cover_data_tokens_schedule_batch_and_evaluation():
 
 def test_study_files_and_their_mistakes(tmp_path):
     study = load_study("quick")
-    assert study.experiments == ["baseline", "rope", "alibi", "swiglu", "gqa", "mla"] and study.seeds == 2
+    assert study.experiments == ["baseline", "rope", "alibi"] and study.seeds == 6
     assert study.root.parts[-2:] == ("log_train", "quick") and study.baseline == "baseline"
     bad = write(tmp_path / "bad.py", "EXPERIMENTS = ['rope']\nSEED = 3\n")
     with pytest.raises(StudyError, match="SEED is not a study setting; did you mean SEEDS"):
@@ -85,10 +86,39 @@ def test_study_files_and_their_mistakes(tmp_path):
         plan(Study(["baseline", "ropee"], preset="smoke"))
 
 
-def test_the_readme_study_plans_twelve_fair_runs():
+def test_the_readme_study_plans_eighteen_fair_runs():
     runs = plan(load_study("quick"))
-    assert len(runs) == 12 and not any(r.unfair for r in runs)
-    assert {r.run.preset for r in runs} == {"smoke"} and {r.seed for r in runs} == {1337, 1338}
+    assert len(runs) == 18 and not any(r.unfair for r in runs)
+    assert {r.run.preset for r in runs} == {"smoke"} and {r.seed for r in runs} == set(range(1337, 1343))
+
+
+def test_a_learning_rate_sweep_goes_first_then_the_seeds_then_the_tuned_rates(tmp_path):
+    study = Study(["baseline", "rope"], seeds=3, preset="smoke", overrides=OVERRIDES, out=str(tmp_path),
+                  lr_sweep=[0.5, 2, 1])
+    runs = plan(study)
+    assert [r.label for r in runs] == [
+        "baseline lr x0.5 seed1337", "baseline seed1337", "baseline lr x2 seed1337",
+        "rope lr x0.5 seed1337", "rope seed1337", "rope lr x2 seed1337",
+        "baseline seed1338", "rope seed1338", "baseline seed1339", "rope seed1339"]
+    swept = runs[2]
+    assert swept.log_dir == tmp_path / "baseline" / "lr2" / "seed1337" and swept.run.train_config.max_lr == 6e-3
+    assert swept.overrides[-1] == "train.max_lr=0.006" and runs[1].overrides == OVERRIDES
+    assert runs[1].log_dir == tmp_path / "baseline" / "seed1337"  # multiplier 1: the shared-rate run itself
+    assert swept.record(study)["run"] == "baseline/lr2/seed1337" and swept.record(study)["first_seed"] == 1337
+    tuned = plan_tuned(study, {"baseline": 1.0, "rope": 2.0})
+    assert [r.label for r in tuned] == ["rope lr x2 seed1338", "rope lr x2 seed1339"]
+    for bad, phrase in (([1, 2], "at least 3 different multipliers"), ([0.5, -1, 2], "must be positive"),
+                        (["0.5", 1, 2], "a list of multipliers")):
+        with pytest.raises(StudyError, match=phrase):
+            Study(["baseline", "rope"], lr_sweep=bad)
+
+
+def test_a_variant_the_preset_turned_into_the_baseline_is_refused(tmp_path):
+    exp = write(tmp_path / "four.py", "from gptlab import GPTConfig\nMODEL_CONFIG = GPTConfig(n_head=4)\n")
+    with pytest.raises(StudyError, match=r"four: its MODEL_CONFIG's n_head=4 \(now 8\) replaced by the preset smoke"):
+        plan(Study(["baseline", exp], preset="smoke", overrides=OVERRIDES, out=str(tmp_path)))
+    # given for every run, it is the baseline's too: still the same model; as the file's alone it differs
+    assert len(plan(Study(["baseline", exp], preset="gpt2", overrides=OVERRIDES, out=str(tmp_path)))) == 2
 
 
 def test_study_settings_of_the_wrong_type_are_named(tmp_path):
