@@ -20,7 +20,7 @@ from scipy import stats as scipy_stats
 SIGNIFICANCE = 0.05  # family-wise: a difference is called significant below this Holm-adjusted p-value
 POWER = 0.8  # the power the resolution is stated at
 # the fewest seeds per arm at which a difference is tested at all. With two, each arm's spread rests on one
-# degree of freedom (its 95% range spans a factor of 45), so two seeds that agree by chance make any difference
+# degree of freedom (its 95% range spans a factor of 72), so two seeds that agree by chance make any difference
 # "significant"; three give each spread two degrees of freedom and Welch's test at least two.
 MIN_SEEDS = 3
 

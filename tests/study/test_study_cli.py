@@ -42,7 +42,7 @@ def test_a_study_trains_reports_and_skips_what_is_complete(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count(": complete in ") == 4
     table = [line for line in result.stdout.splitlines() if line.startswith("| rope")]
-    assert len(table) == 1 and "1337, 1338" in table[0] and "p=" in table[0]
+    assert len(table) == 1 and "1337, 1338" in table[0] and "not tested: 2 and 2 seeds" in table[0]
     for name in ("report.md", "report.csv", "report.json", "study_curves.png", "study_deltas.png", "study.json"):
         assert (out / name).is_file(), name
     record = json.loads((out / "rope" / "seed1338" / "run.json").read_text())
@@ -77,6 +77,40 @@ def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_pa
     stopped = json.loads((out / "rope" / "seed1337" / "run.json").read_text())
     uninterrupted = json.loads((plain / "run.json").read_text())
     assert stopped["val_loss"] == uninterrupted["val_loss"] and stopped["status"] == "complete"
+
+
+@pytest.mark.long
+def test_a_sweep_study_killed_and_restarted_ends_with_the_numbers_of_one_never_stopped(tmp_path):
+    """--lr-sweep: the sweep, the seeds at the shared rate and the seeds at each tuned rate; SIGTERM in the middle
+    of the sweep, the same command again, and every run's final val loss equals an uninterrupted study's."""
+    sweep = ["--experiments", "baseline", "rope", "--seeds", "2", "--lr-sweep", "0.5,1,2", *TINY]
+    killed, whole = tmp_path / "killed", tmp_path / "whole"
+    args = [sys.executable, "-m", "gptlab.study", *sweep, "--out", str(killed)]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = killed / "baseline" / "lr2" / "seed1337" / "log.txt"
+    deadline = time.time() + 180
+    while time.time() < deadline and not (log.is_file() and "\n2 train" in log.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=120)
+    assert process.returncode == 3, stdout
+    again = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "baseline lr x2 seed1337: training, resuming from model_" in again.stdout
+    assert "at each experiment's tuned learning rate" in again.stdout
+    result = study(*sweep, "--out", str(whole))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    def finals(root):
+        return {str(p.parent.relative_to(root)): json.loads(p.read_text())["val_loss"] for p in root.rglob("run.json")}
+    assert finals(killed) == finals(whole) and len(finals(whole)) >= 8  # 6 sweep points, seed 1338, tuned seeds
+    report = json.loads((killed / "report.json").read_text())
+    assert [t["kind"] for t in report] == ["shared", "tuned"]
+    tuned = report[1]
+    assert set(tuned["lr_sweep"]) == {"baseline", "rope"} and all(r["lr_multiplier"] for r in tuned["rows"])
+    for name in ("study_curves.png", "study_curves_tuned.png", "study_lr.png"):
+        assert (killed / name).is_file(), name
+    assert "Learning-rate sweep (the first seed" in again.stdout
 
 
 def test_a_directory_holding_runs_of_other_settings_is_refused(tmp_path, capsys):
