@@ -8,12 +8,12 @@
 
 from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, replace_config
 from gptlab.core.experiment import Experiment, ExperimentError, load_experiment
-from gptlab.models.gpt import GPT, ModelOutput
+from gptlab.models.gpt import GPT, ModelOutput, build_gpt
 
 
 def build_model(experiment: Experiment, **overrides) -> GPT:
     """The experiment's GPT, with keyword overrides of its MODEL_CONFIG fields."""
-    return experiment.build(replace_config(experiment.model_config, **overrides))
+    return build_gpt(experiment, replace_config(experiment.model_config, **overrides))
 
 
 def load_model(path) -> GPT:

@@ -31,6 +31,7 @@ from gptlab.bench import generation, peak, steps
 from gptlab.bench.reference import PlainGPT2
 from gptlab.core.config import ConfigError, divisors, replace_config
 from gptlab.core.experiment import ExperimentError, available_experiments, load_experiment
+from gptlab.models.gpt import build_gpt
 from gptlab.paths import BENCH_ROOT
 
 REFERENCE = "plain GPT-2"
@@ -90,7 +91,7 @@ def contenders_for(names: list[str], size: dict, notes: list[str]) -> list[steps
             notes.append(f"{name}: n_kv_head={kv} does not divide n_head={size['n_head']}; measured with "
                          f"n_kv_head={fields['n_kv_head']}")
         torch.manual_seed(0)
-        model = exp.build(replace_config(exp.model_config, **fields))
+        model = build_gpt(exp, replace_config(exp.model_config, **fields))
         result.append(steps.Contender(name, model, lambda m, x, y: m(x, y).loss, model.flops_per_token(size["seq_len"])))
     return result
 

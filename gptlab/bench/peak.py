@@ -8,7 +8,7 @@ import time
 
 import torch
 
-from gptlab.training.metrics import PEAK_FLOPS
+from gptlab.training.distributed import PEAK_FLOPS
 
 
 def synchronize(device: torch.device) -> None:

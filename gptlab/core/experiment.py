@@ -74,10 +74,6 @@ class Experiment:
         """Each component's full dotted name, as logs and checkpoints record it."""
         return {slot: class_path(cls) for slot, cls in self.components().items()}
 
-    def build(self, model_config: GPTConfig | None = None):
-        """The experiment's GPT (randomly initialised), with model_config in place of its own."""
-        from gptlab.models.gpt import GPT
-        return GPT(model_config or self.model_config, **self.components())
 
 
 def class_path(cls: type) -> str:

@@ -79,11 +79,12 @@ def list_experiments() -> None:
 
     from gptlab.core.experiment import available_experiments, load_experiment
     from gptlab.core.config import replace_config
+    from gptlab.models.gpt import build_gpt
     print("experiment       exports as")
     for name in available_experiments():
         exp = load_experiment(name)
         with torch.device("meta"):  # the classes and shapes are what matter, not the weights
-            model = exp.build(replace_config(exp.model_config, n_layer=1))
+            model = build_gpt(exp, replace_config(exp.model_config, n_layer=1))
         family, why = family_of(model)
         print(f"{name:16s} {family.hf_class if family else 'refused: ' + '; '.join(why)}")
 

@@ -11,7 +11,7 @@ import torch
 
 from gptlab.core.config import GPTConfig
 from gptlab.core.experiment import Experiment
-from gptlab.models.gpt import check_components
+from gptlab.models.gpt import build_gpt, check_components
 
 INTERFACE = ("the interface: attention cls(config), forward(x, pos_enc, pos, cache=None) -> (B, T, C); position "
              "encoding cls(config, rotary_dim) with forward(x, pos), rotate(t, pos), score_bias(q_pos, k_pos); "
@@ -32,7 +32,7 @@ def check_experiment(experiment: Experiment, model_config: GPTConfig | None = No
     check_components(config, **experiment.components())  # a config problem is the config's error, not the class's
     torch.manual_seed(0)
     try:
-        model = experiment.build(config).double().eval()
+        model = build_gpt(experiment, config).double().eval()
     except Exception as e:
         return [f"the model with {names or 'its components'} cannot be built: {type(e).__name__}: {e}; {INTERFACE}"]
     idx = torch.randint(0, 64, (2, 12))

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gptlab.core.config import COMPONENT_FIELDS, GPT2_VOCAB, ConfigError, GPTConfig
-from gptlab.models.init import init_weights
+from gptlab.models.init import check_init, init_weights
 from gptlab.modules.attention import Attention, BaseAttention, KVCache
 from gptlab.modules.block import Block, Extras
 from gptlab.modules.mlp import MLP
@@ -40,7 +40,8 @@ class ModelOutput:
 def check_components(config: GPTConfig, attention_class: type, position_encoding_class: type,
                      mlp_class: type, norm_class: type) -> None:
     """Every component checks the config it is given; all problems are raised at once."""
-    problems = attention_class.check_config(config)
+    problems = check_init(config)
+    problems += attention_class.check_config(config)
     problems += position_encoding_class.check_config(config, attention_class.rotary_dim(config))
     for cls in (mlp_class, norm_class):
         if hasattr(cls, "check_config"):
@@ -204,3 +205,8 @@ def sample_next(logits: Tensor, temperature: float, top_k: int | None,
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+def build_gpt(experiment, model_config: GPTConfig | None = None) -> GPT:
+    """The experiment's GPT (randomly initialised), with model_config in place of its own."""
+    return GPT(model_config or experiment.model_config, **experiment.components())

@@ -9,11 +9,16 @@ own. Norms keep their ones.
 - `small`: std sqrt(2 / (5 * n_embd)) ("small init", Nguyen & Salazar 2019, "Transformers
   without Tears" §2.2), residual projections 2 / (n_layer * sqrt(n_embd)) ("wang init",
   Wang & Komatsuzaki's GPT-J): GPT-NeoX's default pair. At n_embd=768, n_layer=12 these
-  are 0.0161 and 0.0060, against GPT-2's 0.02 and 0.0041.
+  are 0.0228 and 0.0060, against GPT-2's 0.02 and 0.0041: "small" draws the weights larger
+  than GPT-2 at this width (below n_embd=1000 it does) and the residual projections larger too.
+
+A module that owns a table of its own (the learned position table) draws it in its
+`init_weights(std)`; the scheme calls that rather than knowing the module.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 
 from torch import nn
@@ -21,6 +26,15 @@ from torch import nn
 from gptlab.core.config import GPTConfig
 
 INIT_SCHEMES = ("gpt2", "small")
+
+
+def check_init(config: GPTConfig) -> list[str]:
+    """The problem with config.init, in words (none when it names a scheme)."""
+    if config.init in INIT_SCHEMES:
+        return []
+    close = difflib.get_close_matches(str(config.init), INIT_SCHEMES, n=1)
+    return [f"init={config.init!r} is not a scheme; {f'did you mean {close[0]!r}? ' if close else ''}"
+            f"the schemes are {', '.join(INIT_SCHEMES)} (gptlab.models.init)"]
 
 
 def scheme_stds(config: GPTConfig) -> tuple[float, float]:
@@ -38,7 +52,6 @@ def init_weights(model: nn.Module, config: GPTConfig) -> None:
     """Draw the model's weights as config.init says. The order of draws is GPT-2's (every
     module, children first, then the residual projections again), so that a seed gives
     the same weights as it always has."""
-    from gptlab.modules.position import LearnedPositionEncoding
     std, residual_std = scheme_stds(config)
 
     def draw(module: nn.Module) -> None:
@@ -46,8 +59,8 @@ def init_weights(model: nn.Module, config: GPTConfig) -> None:
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
-        if isinstance(module, LearnedPositionEncoding) and config.init != "gpt2":
-            nn.init.normal_(module.weight, mean=0.0, std=std)  # gpt2: drawn at 0.02 when it was built
+        if hasattr(module, "init_weights") and config.init != "gpt2":
+            module.init_weights(std)  # gpt2: its table was drawn at 0.02 when it was built
 
     model.apply(draw)
     for name, p in model.named_parameters():

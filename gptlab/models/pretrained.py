@@ -1,7 +1,7 @@
 """OpenAI's GPT-2 weights in gptlab's baseline model, read through Hugging Face transformers.
 
     config, state = load_gpt2("gpt2")          # a published size, or a directory saved by save_pretrained
-    model = load_experiment("baseline").build(config)
+    model = build_gpt(load_experiment("baseline"), config)
     model.load_state_dict(state)               # strict: every name matches
     model = gpt2_model("gpt2")                 # the same, in eval mode
 
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from gptlab.core.config import GPTConfig
 from gptlab.core.experiment import load_experiment
-from gptlab.models.gpt import GPT
+from gptlab.models.gpt import GPT, build_gpt
 
 # (n_layer, n_head, n_embd) of OpenAI's published checkpoints, by their Hugging Face names
 GPT2_SIZES = {
@@ -46,7 +46,7 @@ def load_gpt2(source: str) -> tuple[GPTConfig, dict[str, Tensor]]:
     directory written by `save_pretrained` (config.json and model.safetensors or
     pytorch_model.bin) or a published size (a key of GPT2_SIZES, read from the Hugging Face
     cache, or the hub where it is reachable). The state dict loads strictly into
-    `load_experiment("baseline").build(config)`. Raises PretrainedError for anything else."""
+    `build_gpt(load_experiment("baseline"), config)`. Raises PretrainedError for anything else."""
     transformers = _import_transformers()
     directory = Path(source).expanduser()
     is_directory = directory.is_dir()  # a directory first, as transformers does with a name that is both
@@ -82,7 +82,7 @@ def load_gpt2(source: str) -> tuple[GPTConfig, dict[str, Tensor]]:
 def gpt2_model(source: str) -> GPT:
     """gptlab's baseline GPT with the weights of `source` (as load_gpt2 takes it), in eval mode."""
     config, state = load_gpt2(source)
-    model = load_experiment("baseline").build(config)
+    model = build_gpt(load_experiment("baseline"), config)
     model.load_state_dict(state)
     return model.eval()
 

@@ -116,8 +116,8 @@ class MoE(nn.Module):
     def forward_flops(self, seq_len: int) -> int:
         """Forward FLOPs per token: the router, and top_k experts (the active parameters;
         capacity drops aside)."""
-        from gptlab.models.flops import forward_flops
-        return 2 * self.router.in_features * self.n_experts + self.top_k * forward_flops(self.experts[0], seq_len)
+        expert = sum(2 * m.in_features * m.out_features for m in self.experts[0].modules() if isinstance(m, nn.Linear))
+        return 2 * self.router.in_features * self.n_experts + self.top_k * expert
 
     def inactive_params(self) -> int:
         """Parameters a token does not use: the experts it is not routed to."""

@@ -82,7 +82,11 @@ class LearnedPositionEncoding(PositionEncoding):
     def __init__(self, config: GPTConfig, rotary_dim: int):
         super().__init__(config, rotary_dim)
         self.weight = nn.Parameter(torch.empty(config.block_size, config.n_embd))
-        nn.init.normal_(self.weight, mean=0.0, std=0.02)
+        self.init_weights(0.02)  # GPT-2's
+
+    def init_weights(self, std: float) -> None:
+        """Draw the table, as the model's initialisation scheme asks (gptlab.models.init)."""
+        nn.init.normal_(self.weight, mean=0.0, std=std)
 
     @classmethod
     def max_positions(cls, config: GPTConfig) -> int:

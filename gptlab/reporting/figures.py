@@ -11,7 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from gptlab.reporting.stats import welch
 from gptlab.training.logger import read_log
+from gptlab.training.record import LOWER_IS_BETTER, METRICS
 
 
 def seed_curves(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -111,7 +113,6 @@ def _curves(plt, table, path: Path) -> Path:
 def _deltas(plt, table, path: Path) -> Path:
     """Each variant's difference to the baseline: a point with its 95% interval where both sides have a spread,
     coloured by the Holm-corrected test; the point alone (hollow) where there is no interval."""
-    from gptlab.reporting.report import LOWER_IS_BETTER, METRICS
     variants, base = table.rows[1:], table.rows[0]
     keys = [key for key in METRICS if base.values(key) and any(row.values(key) for row in variants)]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.8 * max(1, len(keys)), 1.8 + 0.6 * max(1, len(variants))),
@@ -131,7 +132,6 @@ def _deltas(plt, table, path: Path) -> Path:
                 ax.errorbar(c.delta, y, xerr=c.ci95(), fmt="o", color=color, capsize=4)
                 text = f"{c.delta:+.4f} (p={c.p:.3f}, Holm {c.p_family:.3f})"
             else:
-                from gptlab.reporting.stats import welch
                 spread = welch(mine, theirs)
                 if spread is not None:
                     ax.errorbar(delta, y, xerr=spread.ci95(), fmt="o", mfc="white", color="gray", capsize=4)

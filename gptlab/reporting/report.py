@@ -34,7 +34,7 @@ from gptlab.paths import LOG_ROOT
 from gptlab.reporting.lr_sweep import LRFit, sweep_fits
 from gptlab.reporting.stats import (MIN_SEEDS, POWER, SIGNIFICANCE, Comparison, adjust, mean_std,
                                     minimum_detectable_effect, pooled_std, seeds_needed, welch)
-from gptlab.training.record import read_record
+from gptlab.training.record import LOWER_IS_BETTER, METRICS, read_record
 
 # published references for the GPT-2 124M recipe on FineWeb-Edu (build-nanogpt's setting)
 REFERENCES = {
@@ -43,8 +43,6 @@ REFERENCES = {
                            ("OpenAI GPT-2 124M in lm-eval-harness", 0.3114),
                            ("GPT-3 124M (paper)", 0.337)],
 }
-METRICS = {"val_loss": "val loss", "hellaswag_acc_norm": "HellaSwag acc_norm"}
-LOWER_IS_BETTER = {"val_loss": True, "hellaswag_acc_norm": False}
 
 
 @dataclass

@@ -26,6 +26,7 @@ import torch
 from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.core.experiment import Experiment, ExperimentError, experiment_from_record
 from gptlab.files import atomic_write, atomic_write_text, remove_temporaries
+from gptlab.models.gpt import build_gpt
 from gptlab.training.distributed import Dist, barrier
 from gptlab.training.state import plain_weights
 
@@ -292,7 +293,7 @@ def experiment_of(state: dict) -> Experiment:
 
 def model_from_state(state: dict):
     """The GPT a checkpoint's contents describe, with its weights, on the CPU."""
-    model = experiment_of(state).build()
+    model = build_gpt(experiment_of(state))
     try:
         model.load_state_dict(plain_weights(state["model"]))
     except RuntimeError as e:

@@ -25,6 +25,7 @@ from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Diverged, Run, TrainingError, check_run
+from gptlab.training.trackers import check_installed
 
 EPILOG = """\
 overrides:
@@ -139,6 +140,7 @@ def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | Non
     log_dir = log_dir or LOG_ROOT / exp.name / ("log" if seed is None else seed_dir_name(seed))
     run = Run(exp, model_config, train_config, Path(log_dir).expanduser().resolve(), preset=preset)
     check_run(run, world_size)
+    check_installed(train_config)  # a tracker asked for but not installed
     if user_components(exp):  # a component that is not gptlab's own proves itself before it trains
         problems = check_experiment(exp, model_config)
         if problems:

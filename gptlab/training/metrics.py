@@ -14,27 +14,11 @@ from collections.abc import Mapping
 
 import torch
 
-from gptlab.training.distributed import Dist
+from gptlab.training.distributed import Dist, peak_flops
 from gptlab.training.logger import RunLog
 from gptlab.training.preemption import Preempted
 from gptlab.training.record import RunRecord
 from gptlab.training.trackers import Tracker, scalars
-
-# dense bf16 tensor-core peak FLOP/s from NVIDIA's data sheets, by a part of the device name; the
-# first match wins, so the variants with another peak come before their family's name
-PEAK_FLOPS = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "GH200": 989e12,
-              "A100": 312e12, "L40S": 362e12, "L4": 121e12, "RTX 4090": 165e12, "RTX 3090": 71e12}
-
-
-def peak_flops(ctx: Dist) -> dict | None:
-    """{"flops": peak FLOP/s, "source": where the figure comes from} for this device, or None
-    where it is not known (then no MFU is reported rather than a wrong one)."""
-    if ctx.device_type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(ctx.device)
-    key = next((key for key in PEAK_FLOPS if key in name), None)
-    return {"flops": PEAK_FLOPS[key], "source": f"data sheet, dense bf16 of {key}"} if key else None
-
 
 class Metrics:
     """A context: leaving it closes the trackers with how the run ended (done, preempted,

@@ -25,6 +25,9 @@ from gptlab.training.logger import read_header, read_log
 RECORD = "run.json"
 STUDY_ENV = "GPTLAB_STUDY"  # set by `gptlab study` for its runs: the study, as JSON, which the record keeps
 STATUSES = ("running", "complete", "stopped", "failed", "diverged")
+# the scores a record holds that studies compare, and which way is better
+METRICS = {"val_loss": "val loss", "hellaswag_acc_norm": "HellaSwag acc_norm"}
+LOWER_IS_BETTER = {"val_loss": True, "hellaswag_acc_norm": False}
 
 
 def summarize(log_path: Path, step: int | None = None) -> dict:

@@ -18,7 +18,7 @@ from gptlab.core.config import GPT2_VOCAB, GPTConfig, TrainingConfig, autocasts_
 from gptlab.core.experiment import Experiment
 from gptlab.data.tokenizer import gpt2_encoding
 from gptlab.paths import REPO_ROOT
-from gptlab.training.distributed import Dist
+from gptlab.training.distributed import Dist, peak_flops
 
 
 class TrainingError(RuntimeError):
@@ -69,10 +69,8 @@ def check_run(run: Run, world_size: int) -> None:
     """What can be known wrong before anything is written: the model's components against
     its config, and the batch shape against the model and the number of processes."""
     from gptlab.models.gpt import check_components
-    from gptlab.training.trackers import check_installed
     check_components(run.model_config, **run.experiment.components())
     cfg = run.train_config
-    check_installed(cfg)  # a tracker asked for but not installed
     if cfg.hellaswag and cfg.hellaswag_file:
         from gptlab.evaluation.hellaswag import problem_with
         problem = problem_with(Path(cfg.hellaswag_file)) if Path(cfg.hellaswag_file).is_file() else "it is not a file"
@@ -129,7 +127,6 @@ def sources(experiment: Experiment) -> list[dict]:
 
 def describe(run: Run, model, ctx: Dist, accum: int, data) -> dict:
     """The run's description: the log header's lines and part of every checkpoint."""
-    from gptlab.training.metrics import peak_flops
     device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device
     return {
         "experiment": run.experiment_record(),

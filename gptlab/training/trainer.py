@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from gptlab.data.loader import DeviceBatches
 from gptlab.data.sources import open_data
 from gptlab.evaluation.evaluator import Evaluator
+from gptlab.models.gpt import build_gpt
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.distributed import Dist, mean_over_ranks
 from gptlab.training.logger import RunLog
@@ -40,7 +41,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
     data = open_data(cfg, cfg.micro_batch_size, cfg.sequence_length, ctx.rank, ctx.world_size, accum,
                      run.model_config.vocab_size)
     same_data = run.resume_state is None or ckpt.check_same_data(run.resume_state, data.fingerprint, run)
-    model = run.experiment.build(run.model_config)
+    model = build_gpt(run.experiment, run.model_config)
     if run.init_weights is not None and run.resume_state is None:  # a warm start: the weights only
         try:
             model.load_state_dict(run.init_weights)

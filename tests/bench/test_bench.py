@@ -7,13 +7,14 @@ from gptlab import load_experiment
 from gptlab.bench import cli, peak, steps
 from gptlab.bench.reference import PlainGPT2
 from gptlab.core.config import replace_config
+from gptlab.models.gpt import build_gpt
 
 SHAPE = dict(n_layer=3, n_head=4, n_embd=64, vocab_size=512)
 
 
 def gptlab_baseline(seq_len: int = 32):
     exp = load_experiment("baseline")
-    return exp.build(replace_config(exp.model_config, block_size=seq_len, **SHAPE))
+    return build_gpt(exp, replace_config(exp.model_config, block_size=seq_len, **SHAPE))
 
 
 def test_the_reference_is_gpt2_the_baseline_computes_the_same_loss():

@@ -15,6 +15,7 @@ from gptlab.export import families
 from gptlab.export.cli import main
 from gptlab.export.families import family_of, halves
 from gptlab.export.huggingface import ExportError, export_model
+from gptlab.models.gpt import build_gpt
 from gptlab.modules import BaseAttention
 from tests.evaluation.test_lengths import write_run
 
@@ -60,7 +61,7 @@ def test_a_subclass_is_refused_since_it_may_compute_something_else():
     exp = load_experiment("baseline")
     exp.attention_class = MyAttention
     with torch.device("meta"):
-        model = exp.build()
+        model = build_gpt(exp)
     family, why = family_of(model)
     assert family is None and "MyAttention" in why[0]
 

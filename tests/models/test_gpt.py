@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from gptlab import GPT, GPTConfig, build_model, load_experiment
+from gptlab import GPT, ConfigError, GPTConfig, build_model, load_experiment
 from tests.conftest import EXPERIMENTS, TINY, tiny_model
 
 
@@ -40,9 +40,9 @@ def test_small_init_draws_the_gpt_neox_stds(n_layer):
     assert torch.all(blocks[0].attn.c_attn.bias == 0) and torch.all(blocks[0].ln_1.weight == 1)
 
 
-def test_the_init_scheme_is_a_checked_field():
-    with pytest.raises(Exception, match="did you mean 'small'"):
-        GPTConfig(init="smal")
+def test_the_init_scheme_is_checked_when_the_model_is_built():
+    with pytest.raises(ConfigError, match="init='smal' is not a scheme; did you mean 'small'"):
+        build_model(load_experiment("baseline"), init="smal", n_layer=1, n_embd=32, n_head=2, vocab_size=64)
 
 
 def test_llama_composes_four_components_without_biases():

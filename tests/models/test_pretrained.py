@@ -14,6 +14,7 @@ pytest.importorskip("transformers")
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig  # noqa: E402
 
 from gptlab import GPTConfig, load_experiment  # noqa: E402
+from gptlab.models.gpt import build_gpt  # noqa: E402
 from gptlab.models.pretrained import GPT2_SIZES, PretrainedError, gpt2_model, load_gpt2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,7 +50,7 @@ def saved_gpt2(tmp_path_factory):
 def imported(saved_gpt2):
     directory, _ = saved_gpt2
     config, state = load_gpt2(str(directory))
-    model = load_experiment("baseline").build(config)
+    model = build_gpt(load_experiment("baseline"), config)
     model.load_state_dict(state)  # strict
     return model.eval()
 
@@ -101,7 +102,7 @@ def test_gpt2_sizes_have_the_published_parameter_counts():
                  "gpt2-xl": 1_557_611_200}
     for name, (n_layer, n_head, n_embd) in GPT2_SIZES.items():
         with torch.device("meta"):  # shapes only
-            model = load_experiment("baseline").build(GPTConfig(block_size=1024, vocab_size=50257, n_layer=n_layer,
+            model = build_gpt(load_experiment("baseline"), GPTConfig(block_size=1024, vocab_size=50257, n_layer=n_layer,
                                                                 n_head=n_head, n_embd=n_embd))
         assert model.num_params() == published[name], name
 
