@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, fields
 
 
@@ -27,6 +28,14 @@ def autocasts_to_bf16(dtype: str, device_type: str) -> bool:
 
 class ConfigError(ValueError):
     """A config field has a value that cannot work; the message says which and why."""
+
+
+def _non_finite(config) -> list[str]:
+    """A float field that is NaN or infinite: no field of a config means anything at either."""
+    return [f"{f.name}={getattr(config, f.name)} is not a finite number; give a number such as "
+            f"{getattr(type(config)(), f.name)!r} (the default)"
+            for f in fields(config) if isinstance(getattr(config, f.name), float)
+            and not math.isfinite(getattr(config, f.name))]
 
 
 def _raise_all(owner: str, problems: list[str]) -> None:
@@ -62,7 +71,7 @@ class GPTConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _non_finite(self)
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
@@ -147,7 +156,7 @@ class TrainingConfig:
     tensorboard: bool = False  # TensorBoard event files in <log_dir>/tensorboard
 
     def __post_init__(self) -> None:
-        problems = []
+        problems = _non_finite(self)
         for name in ("total_batch_size", "micro_batch_size", "sequence_length", "max_steps",
                      "eval_interval", "max_bad_steps"):
             if getattr(self, name) < 1:
@@ -236,7 +245,11 @@ def parse_value(config_cls, name: str, text: str):
             raise ValueError(text)
         if kind is int:
             return int(text.replace("_", ""))
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise ConfigError(f"{config_cls.__name__}.{name} takes a {kind.__name__}, "
                           f"got {text!r}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"{config_cls.__name__}.{name}={text} is not a finite number; give a number such as "
+                          f"{getattr(config_cls(), name)!r} (the default)")
+    return value
