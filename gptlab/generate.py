@@ -13,9 +13,12 @@ the prompt, where GPT-2's training documents end (--ignore-eot goes on past it).
 from __future__ import annotations
 
 import argparse
+import codecs
 import difflib
 import math
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,17 +147,24 @@ def check(model, sampling: Sampling) -> None:
         raise GenerationError("cannot generate:\n  - " + "\n  - ".join(found))
 
 
-def sample(model, sampling: Sampling, device: str) -> list[str]:
+def sample(model, sampling: Sampling, device: str, on_token: Callable[[int], None] | None = None) -> list[str]:
     """num_samples continuations of the prompt, each the prompt and its new tokens decoded; one
-    generator seeded with sampling.seed draws them all, so the same seed gives the same texts."""
+    generator seeded with sampling.seed draws them all, so the same seed gives the same texts.
+    on_token: called with each token of the first sample as it is drawn (up to its end)."""
     check(model, sampling)
     prompt = encode(sampling.prompt)
     idx = torch.tensor([prompt] * sampling.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(sampling.seed)
-    out = model.generate(idx, sampling.max_new_tokens, temperature=sampling.temperature, top_k=sampling.top_k,
-                         generator=generator, stop_token=EOT if sampling.stop_at_eot else None)
+    rows, first_ended = [[] for _ in range(sampling.num_samples)], False
+    for token in model.stream(idx, sampling.max_new_tokens, temperature=sampling.temperature, top_k=sampling.top_k,
+                              generator=generator, stop_token=EOT if sampling.stop_at_eot else None):
+        for row, t in zip(rows, token[:, 0].tolist()):
+            row.append(t)
+        first_ended = first_ended or (sampling.stop_at_eot and rows[0][-1] == EOT)
+        if on_token is not None and not first_ended:
+            on_token(rows[0][-1])
     texts = []
-    for row in out[:, len(prompt):].tolist():
+    for row in rows:
         if sampling.stop_at_eot and EOT in row:
             row = row[:row.index(EOT)]
         texts.append(gpt2_encoding().decode(prompt + row))
@@ -173,8 +183,31 @@ def print_samples(source: Source, sampling: Sampling, device: str) -> None:
     check(source.model, sampling)  # before a large model is copied to the device
     model = source.model.to(device).eval()
     print(f"{source.description}, on {device}", flush=True)
-    for i, text in enumerate(sample(model, sampling, device)):
+    if sampling.num_samples == 1:  # one sample is printed as its tokens come
+        print(f"--- sample 0\n{sampling.prompt}", end="", flush=True)
+        sample(model, sampling, device, on_token=_printer())
+        print()
+        return
+    for i, text in enumerate(sample(model, sampling, device, on_token=_progress(sampling.max_new_tokens))):
         print(f"--- sample {i}\n{text}")
+
+
+def _printer() -> Callable[[int], None]:
+    """Print each token's text as it comes; a character split over tokens is printed when whole."""
+    decoder, enc = codecs.getincrementaldecoder("utf-8")(errors="replace"), gpt2_encoding()
+    return lambda token: print(decoder.decode(enc.decode_single_token_bytes(token)), end="", flush=True)
+
+
+def _progress(total: int) -> Callable[[int], None]:
+    """While several samples are drawn as one batch, a line on stderr every few seconds: how far they are."""
+    state = {"tokens": 0, "said": time.monotonic()}
+
+    def tick(_: int) -> None:
+        state["tokens"] += 1
+        if time.monotonic() - state["said"] > 5:
+            print(f"generating: {state['tokens']:,} of {total:,} tokens a sample", file=sys.stderr, flush=True)
+            state["said"] = time.monotonic()
+    return tick
 
 
 def parser() -> argparse.ArgumentParser:

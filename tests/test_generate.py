@@ -185,3 +185,36 @@ def test_openai_gpt2_weights_from_a_hugging_face_directory(tmp_path, capsys):
                                           Sampling(num_samples=2, max_new_tokens=4), "cpu")
     assert main([str(tmp_path / "gpt2"), "--prompt", "word " * 15, "--device", "cpu"]) == 2
     assert "learned positions are not defined past block_size=16" in capsys.readouterr().err
+
+
+def test_a_long_request_streams_its_tokens_and_allocates_its_cache_as_it_goes():
+    """A hundred million new tokens on RoPE (no length limit): the first tokens come at once, the
+    same as a short request's, and the caches start at block_size (the whole request would be 25 GB)."""
+    torch.manual_seed(0)
+    model = build_model(load_experiment("rope"), **SMALL).eval()
+    idx = torch.tensor([[464, 2163]])
+    stream = model.stream(idx, 100_000_000, temperature=0)
+    first = torch.cat([next(stream) for _ in range(20)], dim=1)  # past block_size (16): the caches doubled
+    assert torch.equal(first, model.generate(idx, 20, temperature=0)[:, 2:])
+    stream.close()
+    assert not model.training
+
+
+def test_one_sample_is_printed_as_it_is_drawn(tmp_path):
+    """gptlab generate --num-samples 1 --max-new-tokens 1000000 on a RoPE checkpoint: text after the
+    prompt reaches stdout while it still generates."""
+    torch.manual_seed(0)
+    save_run_checkpoint(tmp_path, build_model(load_experiment("rope"), **SMALL), 3, experiment="rope")
+    process = subprocess.Popen([sys.executable, "-m", "gptlab", "generate", str(tmp_path), "--num-samples", "1",
+                                "--max-new-tokens", "1000000", "--ignore-eot", "--prompt", PROMPT], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=0)
+    try:
+        seen = ""
+        while PROMPT not in seen or len(seen.split(PROMPT, 1)[1]) < 40:
+            char = process.stdout.read(1)
+            assert char, process.stderr.read()
+            seen += char
+        assert process.poll() is None  # still generating
+    finally:
+        process.kill()
+        process.wait()

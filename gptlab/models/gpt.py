@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -149,6 +150,16 @@ class GPT(nn.Module):
         keeps going: the cache grows and every new token attends over the whole context,
         longer than any seen in training (no sliding window, no truncation). Learned positions
         are not defined there: such a request is refused."""
+        tokens = list(self.stream(idx, max_new_tokens, temperature, top_k, generator, n_vocab, stop_token))
+        return torch.cat([idx, *tokens], dim=1)
+
+    @torch.no_grad()
+    def stream(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+               generator: torch.Generator | None = None, n_vocab: int | None = None,
+               stop_token: int | None = None) -> Iterator[Tensor]:
+        """`generate`, one new token (B, 1) at a time, as each is drawn. The caches start at
+        block_size (or the prompt) and double when full: a long request costs memory as it
+        goes, never all of it up front."""
         total = idx.size(1) + max_new_tokens
         problem = self.transformer.wpe.length_problem(self.config, total)
         if problem:
@@ -157,19 +168,20 @@ class GPT(nn.Module):
         n_vocab = min(n_vocab or GPT2_VOCAB, self.config.vocab_size)
         was_training = self.training
         self.eval()
-        caches = self.new_caches(total)
+        caches = self.new_caches(min(total, max(self.config.block_size, idx.size(1))))
         next_input, stopped = idx, torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)
-        for _ in range(max_new_tokens):
-            x, _ = self.features(next_input, caches)
-            logits = self.lm_head(x[:, -1, :])[:, :n_vocab]
-            next_input = sample_next(logits, temperature, top_k, generator)
-            idx = torch.cat((idx, next_input), dim=1)
-            if stop_token is not None:
-                stopped |= next_input[:, 0] == stop_token
-                if stopped.all():  # one sync a token, only when asked to stop
-                    break
-        self.train(was_training)
-        return idx
+        try:
+            for _ in range(max_new_tokens):
+                x, _ = self.features(next_input, caches)
+                logits = self.lm_head(x[:, -1, :])[:, :n_vocab]
+                next_input = sample_next(logits, temperature, top_k, generator)
+                yield next_input
+                if stop_token is not None:
+                    stopped |= next_input[:, 0] == stop_token
+                    if stopped.all():  # one sync a token, only when asked to stop
+                        break
+        finally:
+            self.train(was_training)
 
     def kv_cache_bytes_per_token(self, dtype: torch.dtype = torch.bfloat16) -> int:
         """Bytes of KV cache one token costs across all layers, measured on a real cache."""
