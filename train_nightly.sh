@@ -128,6 +128,9 @@ while true; do
     diverged)
       say "stopped: the run diverged (exit status $status); resuming would repeat it: lower train.max_lr"
       exit 4 ;;
+    "failed: disk full")
+      say "stopped: the disk is full (exit status $status); free space, then run the same command to continue"
+      exit 1 ;;
     preempted)
       say "preempted with a checkpoint; resuming at once"
       continue ;;

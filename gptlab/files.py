@@ -9,6 +9,7 @@ directory. A failure, a kill or a full disk leaves the old file (or none), never
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -24,6 +25,36 @@ TEMPORARY_MARK = ".tmp"
 def temporary_path(path: Path) -> Path:
     """Hidden, unique per process and call (processes on several nodes may share a directory)."""
     return path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def free_bytes(where: Path) -> int | None:
+    """Free bytes on the disk holding `where` (or its nearest existing parent)."""
+    for p in [Path(where), *Path(where).parents]:
+        if p.exists():
+            try:
+                return shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
+def disk_full(error: BaseException, where: Path, needed: int = 0) -> bool:
+    """Whether a failed write failed for want of space: the OS says so, or the disk holding `where`
+    has less free than the write needed (numpy and torch report a short write without an errno)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    free = free_bytes(where)
+    return free is not None and free < max(needed, 1 << 20)
+
+
+def write_failure(error: BaseException, where: Path, needed: int = 0) -> str:
+    """Why a write under `where` failed, in words: a full disk with the space it has (and needs), or
+    the OS's reason; never a library's internals."""
+    if disk_full(error, where, needed):
+        free = free_bytes(where) or 0
+        return (f"the disk holding {where} is full ({free / 2**20:,.0f} MiB free"
+                + (f", about {needed / 2**20:,.0f} MiB needed" if needed else "") + ")")
+    return getattr(error, "strerror", None) or f"the write failed ({type(error).__name__})"
 
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
@@ -132,10 +163,13 @@ class DirectoryLock:
             except FileNotFoundError:
                 pass
             f.close()
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        try:  # the holder's pid, for messages; the lock itself is the OS's, so a full disk does not stop it
+            f.seek(0)
+            f.truncate()
+            f.write(f"{os.getpid()}\n")
+            f.flush()
+        except OSError:
+            pass
         self._file = f
         return True
 
@@ -160,7 +194,10 @@ class DirectoryLock:
     def release(self) -> None:
         if self._file is not None:
             self.path.unlink(missing_ok=True)  # while still locked, so no one holds a removed file
-            self._file.close()  # closing the file releases the lock
+            try:
+                self._file.close()  # closing the file releases the lock
+            except OSError:  # its pid could not be written (a full disk): the lock goes all the same
+                pass
             self._file = None
 
 

@@ -40,3 +40,33 @@ def pytest_collection_modifyitems(items):
     for item in items:  # the long tier is part of the slow one
         if item.get_closest_marker("long"):
             item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A directory on a disk of its own that fills up: a tmpfs of the size asked for (in bytes),
+    mounted under tmp_path; skipped where this process may not mount one (not root)."""
+    import subprocess
+    mounted = []
+
+    def make(size: int):
+        where = tmp_path / f"disk{len(mounted)}"
+        where.mkdir()
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({result.stderr.strip() or 'not root'})")
+        mounted.append(where)
+        return where
+
+    yield make
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def fill(directory, leave: int = 0) -> None:
+    """Fill the disk holding directory until `leave` bytes are free (a file named filler)."""
+    import shutil
+    free = shutil.disk_usage(directory).free
+    with open(directory / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))

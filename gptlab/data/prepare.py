@@ -68,7 +68,7 @@ import numpy as np
 
 from gptlab.data.fineweb import SHARD_SIZE
 from gptlab.data.shards import DEFAULT_WORKERS, DataError, ShardBuffer, in_order, save_shard, tokenize
-from gptlab.files import DirectoryLock, atomic_write_text, fsync_dir, remove_temporaries
+from gptlab.files import DirectoryLock, atomic_write_text, fsync_dir, remove_temporaries, write_failure
 
 SPLITS = ("val", "train")
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -723,6 +723,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: rerun the same command to continue from the last shard written", file=sys.stderr)
         return 130
+    except OSError as e:  # a shard, the progress record or the lock could not be written
+        print(f"error: {e.filename or args.out}: {write_failure(e, Path(args.out))}. The shards written so far are "
+              f"kept: fix that (free disk space), then rerun the same command to continue from the last shard "
+              f"written", file=sys.stderr)
+        return 1
     print(summary(meta, Path(args.out).expanduser().absolute()))
     return 0
 

@@ -33,6 +33,9 @@ from gptlab.training.checkpoint import list_checkpoints
 from gptlab.training.record import STUDY_ENV, read_record
 
 
+FULL_DISK = "a full disk"  # why the study stopped launching runs, when a run ran out of space
+
+
 def write_definition(study: Study, runs: list[PlannedRun]) -> None:
     """study.json in the study's directory: what the study is and where its runs live."""
     study.root.mkdir(parents=True, exist_ok=True)
@@ -76,7 +79,7 @@ class StudyRunner:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        if self.stopping:
+        if self.stopping and self.stopping != FULL_DISK:
             print(f"study stopped by {self.stopping}; the same command continues it from each run's newest checkpoint")
             return PREEMPTED_EXIT
         if self.failed:
@@ -105,6 +108,8 @@ class StudyRunner:
             if out:
                 out.close()
         self.live[device] = (index, planned, process, time.perf_counter())
+        if self.stopping:  # the stop came while it was being launched: it gets it too
+            process.send_signal(signal.SIGTERM)
 
     def _reap(self) -> None:
         time.sleep(0.2)
@@ -123,9 +128,16 @@ class StudyRunner:
                 print(f"{head} after {took}", flush=True)
             elif outcome == "diverged" and planned.lr_multiplier != 1 and planned.seed == planned.first_seed:
                 print(f"{head} after {took}: a point of the learning-rate sweep, left out of its fit", flush=True)
+            elif self.stopping and code in (-signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP):
+                # killed by the study's own stop before its handler was in place: stopped, nothing lost
+                print(f"[{index}/{len(self.runs)}] {planned.label}: stopped as it started", flush=True)
             else:
                 self.failed.append(planned.label)
                 print(f"{head} after {took}{_tail(planned.log_dir / 'console.txt')}", flush=True)
+                if outcome == "failed: disk full" and not self.stopping:
+                    self.stopping = FULL_DISK
+                    print("the disk is full: no further run starts (each would fail the same way); free space, "
+                          "then run the same command to continue", flush=True)
 
     def _stop(self, signum, frame) -> None:
         if self.stopping is None:

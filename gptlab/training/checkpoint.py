@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
-import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 
 from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.core.experiment import Experiment, ExperimentError, experiment_from_record
-from gptlab.files import atomic_write, atomic_write_text, remove_temporaries
+from gptlab.files import atomic_write, atomic_write_text, disk_full, remove_temporaries, write_failure
 from gptlab.models.gpt import build_gpt
 from gptlab.training.distributed import Dist, barrier
 from gptlab.training.state import plain_weights
@@ -41,6 +40,15 @@ RESUMABLE_CHANGES = {"stop_at", "eval_interval", "val_interval", "val_steps", "v
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be written or used; the message says which and what to do."""
+
+
+class SaveFailed(CheckpointError):
+    """A checkpoint could not be written while the run trained: the run stops, and its outcome is a
+    failure (status 1), not a refusal; `disk_full` says whether space ran out."""
+
+    def __init__(self, message: str, disk_full: bool = False):
+        super().__init__(message)
+        self.disk_full = disk_full
 
 
 def checkpoint_path(log_dir: Path, step: int) -> Path:
@@ -65,11 +73,21 @@ def save_checkpoint(path: Path, state: dict) -> None:
     except (OSError, RuntimeError) as e:  # torch's zip writer reports a failed write as RuntimeError
         path.unlink(missing_ok=True)
         path.with_name(path.name + ".sha256").unlink(missing_ok=True)
-        reason = getattr(e, "strerror", None) or str(e).splitlines()[0][:200]
-        free = shutil.disk_usage(path.parent).free / 2**20
-        raise CheckpointError(f"could not write checkpoint {path} ({reason}; {free:,.0f} MiB free there). "
-                              f"Earlier checkpoints in {path.parent} are intact; free disk space (or fix "
-                              f"permissions) and continue with --resume auto") from None
+        needed = state_bytes(state)
+        raise SaveFailed(f"could not write checkpoint {path}: {write_failure(e, path.parent, needed)}. Earlier "
+                         f"checkpoints in {path.parent} are intact; free disk space (or fix permissions) and "
+                         f"continue with --resume auto", disk_full(e, path.parent, needed)) from None
+
+
+def state_bytes(state) -> int:
+    """The bytes of the tensors in a checkpoint's state: about what its file needs."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(state_bytes(v) for v in state)
+    return 0
 
 
 NO_MARKER = "its .sha256 completion marker is missing (the save did not finish, or it was copied without it)"

@@ -15,8 +15,8 @@ from gptlab.core.experiment import ExperimentError, load_experiment
 from gptlab.data.shards import DataError
 from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
-from gptlab.training.checkpoint import CheckpointError
-from gptlab.files import DirectoryLock
+from gptlab.training.checkpoint import CheckpointError, SaveFailed
+from gptlab.files import DirectoryLock, disk_full, write_failure
 from gptlab.generate import (GenerationError, add_sampling_arguments, from_checkpoint, print_samples,
                              resolve_device, sampling_from_args)
 from gptlab.models.check import check_experiment, user_components
@@ -38,7 +38,8 @@ overrides:
 exit status:
   0 done (or stopped at train.stop_at); 2 the command was refused (nothing was trained);
   3 preempted: SIGTERM or Ctrl-C saved a checkpoint at the next step, continue with --resume auto;
-  4 diverged: the loss went non-finite (resuming repeats it: lower train.max_lr)
+  4 diverged: the loss went non-finite (resuming repeats it: lower train.max_lr);
+  1 failed after training began (a checkpoint or the log could not be written: a full disk, ...)
 
 examples:
   python train.py --experiment baseline                       # GPT-2 124M recipe
@@ -104,6 +105,7 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
     if args.init_from:
         from gptlab.training.warmstart import load_warm_start
         load_warm_start(args.init_from, run)
+    created = _first_missing(run.log_dir)
     _check_writable(run.log_dir)
     run.lock = _hold(run.log_dir, ctx)
     try:
@@ -111,8 +113,31 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
     except BaseException:
         if run.lock is not None:
             run.lock.release()
+        if created is not None and ctx.master:  # a refused run leaves no directory it made behind
+            _remove_empty(run.log_dir, created)
         raise
     return run
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory of path that does not exist yet (mkdir will make it), or None."""
+    missing = None
+    for p in [path, *path.parents]:
+        if p.exists():
+            break
+        missing = p
+    return missing
+
+
+def _remove_empty(path: Path, up_to: Path) -> None:
+    """Remove path and its parents up to up_to, each only while it is empty."""
+    for p in [path, *path.parents]:
+        try:
+            p.rmdir()
+        except OSError:
+            return
+        if p == up_to:
+            return
 
 
 def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | None = None,
@@ -285,6 +310,18 @@ def _main(argv: list[str], outcome: dict) -> int:
     except Diverged as e:
         print(f"error: {e}", file=sys.stderr)
         return DIVERGED_EXIT
+    except SaveFailed as e:  # it trained, then could not save: a failure, not a refusal
+        print(f"error: {e}", file=sys.stderr)
+        outcome["word"] = "failed: disk full" if e.disk_full else "failed"
+        return 1
+    except OSError as e:  # a write of the run's own files failed (log.txt, run.json) after it started
+        where = Path(e.filename).parent if getattr(e, "filename", None) else Path.cwd()
+        full = disk_full(e, where)
+        print(f"error: the run stopped: {e.filename or 'a file of the run'}: {write_failure(e, where)}. Its "
+              f"checkpoints are intact: {'free disk space' if full else 'fix that'}, then continue with --resume "
+              f"auto", file=sys.stderr)
+        outcome["word"] = "failed: disk full" if full else "failed"
+        return 1
     except (ExperimentError, ConfigError, DataError, CheckpointError, TrainingError, DeviceError,
             GenerationError) as e:
         print(f"error: {e}", file=sys.stderr)

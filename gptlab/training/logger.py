@@ -12,11 +12,14 @@ class RunLog:
     def __init__(self, log_dir: Path, enabled: bool = True):
         self.path = Path(log_dir) / "log.txt"
         self.enabled = enabled
+        # a write cut short (a full disk, a kill) left a line without its end: the next line starts afresh
+        self._broken = enabled and ends_mid_line(self.path)
 
     def _write(self, line: str) -> None:
         if self.enabled:
             with open(self.path, "a", encoding="utf-8") as f:
-                f.write(line + "\n")
+                f.write(("\n" if self._broken else "") + line + "\n")
+            self._broken = False
 
     def header(self, key: str, value) -> None:
         text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -53,3 +56,13 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
         except ValueError:
             continue
     return {key: sorted(values.items()) for key, values in series.items()}
+
+
+def ends_mid_line(path: Path) -> bool:
+    """Whether a file's last line lacks its newline."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-1, 2)
+            return f.read(1) != b"\n"
+    except OSError:  # absent or empty
+        return False

@@ -113,6 +113,32 @@ def test_a_sweep_study_killed_and_restarted_ends_with_the_numbers_of_one_never_s
     assert "Learning-rate sweep (the first seed" in again.stdout
 
 
+def test_a_sigterm_as_a_run_is_launched_stops_it_without_calling_it_failed(tmp_path):
+    process = subprocess.Popen([sys.executable, "-m", "gptlab.study", "--experiments", "baseline", "--out",
+                                str(tmp_path), *TINY], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    seen = ""
+    while ": training" not in seen:
+        line = process.stdout.readline()
+        assert line, seen
+        seen += line
+    process.send_signal(signal.SIGTERM)  # the run's process is starting Python: it has no handler yet
+    seen += process.communicate(timeout=120)[0]
+    assert process.returncode == 3, seen
+    assert "failed (exit status" not in seen and ("stopped as it started" in seen or "preempted" in seen), seen
+    assert "complete in" not in seen  # asked to stop, it did not train to the end
+
+
+@pytest.mark.long
+def test_a_study_stops_launching_runs_into_a_full_disk(small_disk):
+    disk = small_disk(20 << 20)  # the smoke model's first checkpoint needs about 38 MiB
+    result = study("--experiments", "baseline", "rope", "--out", str(disk), *TINY)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "baseline seed1337: failed: disk full" in result.stdout
+    assert "the disk is full: no further run starts" in result.stdout
+    assert "rope seed1337: training" not in result.stdout
+
+
 def test_a_directory_holding_runs_of_other_settings_is_refused(tmp_path, capsys):
     from tests.reporting.runs import fake_run
     fake_run(tmp_path / "rope" / "seed1337", "rope", vals=(10.8,), steps=4, max_steps=4, status="complete")

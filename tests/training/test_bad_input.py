@@ -174,3 +174,16 @@ def test_resume_after_the_experiment_file_changed_is_refused_unless_asked_for(tm
     assert_refused(train(*args, "--resume", "auto"), f"{exp} has changed since the checkpoint",
                    "train.allow_source_change=true")
     assert train(*args, "--resume", "auto", "train.allow_source_change=true").returncode == 0
+
+
+def test_a_refused_resume_leaves_no_directory_behind(tmp_path):
+    """--resume of a checkpoint that is not there: refused, and the log directory the command would
+    have made (log_train/<experiment>/log and its new parents) is not left behind empty."""
+    result = train("--experiment", "rope", "--resume", str(tmp_path / "model_00050.pt"),
+                   "--log-dir", str(tmp_path / "new" / "log"), *SMOKE)
+    assert_refused(result, "does not exist")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "kept").mkdir()  # a directory that was there before stays
+    assert_refused(train("--experiment", "rope", "--resume", str(tmp_path / "x.pt"), "--log-dir",
+                         str(tmp_path / "kept"), *SMOKE))
+    assert (tmp_path / "kept").is_dir()

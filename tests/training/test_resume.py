@@ -105,7 +105,7 @@ def test_a_failed_save_leaves_the_previous_checkpoint_intact(tmp_path):
 
     result = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *BASE, "--log-dir", str(tmp_path),
                              "--resume", "auto"], capture_output=True, text=True, timeout=300, preexec_fn=small_files)
-    assert result.returncode == 2
+    assert result.returncode == 1  # it trained, then could not save: failed, not refused
     assert "could not write checkpoint" in result.stderr and "are intact" in result.stderr
     assert result.stderr.count("error:") == 1 and "Traceback" not in result.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.glob("model_*")} == before
