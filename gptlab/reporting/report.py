@@ -385,6 +385,8 @@ def row_cells(row: Row, base: Row, table: Table) -> list[str]:
     for r in row.incomplete:
         notes.append(f"seed {r.get('seed')} {r.get('status')} at step {r.get('step')}/{r.get('max_steps')}"
                      f" (not averaged)")
+    for r in row.runs:
+        notes += [f"seed {r.get('seed')}: {w}" for w in r.get("warnings") or []]
     steps = sorted({f"{r.get('step')}/{r.get('max_steps')}" for r in runs}) or ["-"]
     mfu = _mean(runs, "mfu")
     name = row.experiment + (" (baseline)" if row is base and row.name != "baseline" else "")
@@ -428,7 +430,10 @@ def _lengths(runs: list[dict]) -> str:
     for factor in ("2", "4", "8"):
         values = [f["losses"].get(factor) for f in found if isinstance(f.get("losses"), dict)]
         values = [v for v in values if isinstance(v, (int, float))]
-        cells.append(f"{statistics.fmean(values):.3f}" if values else "n/a")
+        if values and len(values) < len(runs):  # a mean of some seeds is not the row's: say how many
+            cells.append(f"n/a ({len(values)} of {len(runs)} seeds measured)")
+        else:
+            cells.append(f"{statistics.fmean(values):.3f}" if values else "n/a")
     if cells == ["n/a"] * 3 and any(f.get("why") for f in found):
         return "not defined past block_size"
     return " / ".join(cells)
@@ -561,7 +566,10 @@ def as_csv(tables: list[Table]) -> str:
 def write_report(paths: list[Path], out: Path, baseline: str | None = None, figures: bool = True,
                  detect: float | None = None) -> str:
     """Find, compare, print-ready Markdown; writes report.md/.csv/.json (and the figures) into out."""
-    tables = group(find_runs(paths), baseline)
+    records = find_runs(paths)
+    for warning in (w for r in records for w in r.get("warnings") or []):
+        print(f"warning: {warning}", file=sys.stderr)
+    tables = group(records, baseline)
     if not tables:
         raise FileNotFoundError(f"no runs (run.json or log.txt) under {', '.join(map(str, paths))}")
     text = markdown(tables)

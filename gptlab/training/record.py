@@ -13,6 +13,7 @@ are kept.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -79,6 +80,8 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
     record["hellaswag_step"] = last_hella
     if last_hella is None and header.get("hellaswag_skipped"):
         record["hellaswag_skipped"] = header["hellaswag_skipped"]
+    if isinstance(header.get("study"), dict):
+        record["study"] = header["study"]
     finished = record["max_steps"] is not None and record["val_step"] == record["max_steps"]
     record["status"] = "complete" if finished else "stopped"
     return record
@@ -91,12 +94,23 @@ def _typical(points: list[tuple[int, float]] | None) -> float | None:
     return statistics.median(values) if values else None
 
 
+# what run.json holds that log.txt also says: the log wins where they disagree
+FROM_LOG = ("experiment", "seed", "preset", "model_config", "training_config", "max_steps", "val_loss", "val_step",
+            "val_loss_best", "hellaswag_acc_norm", "hellaswag_acc", "params", "flops_per_token", "data_fingerprint",
+            "study")
+# keys whose value must be a dict (or absent) for the report to read them
+DICTS = ("model_config", "training_config", "study", "lengths", "classes", "experiment_model_fields")
+
+
 def read_record(log_dir: Path) -> dict | None:
-    """A run's record: run.json (its status checked against the directory's lock: a 'running'
-    run whose process is gone was killed), or, for a log without one, its summary."""
+    """A run's record: run.json, checked against log.txt, the run's own account: a run.json that is
+    not a record (truncated, emptied, a list) is replaced by the log's summary; a score or a config
+    in it that the log contradicts is the log's; a value of the wrong kind is dropped. Each such
+    repair is said in the record's `warnings`, naming the file. A 'running' run whose process is
+    gone (the directory's lock is free) reads as stopped."""
     log_dir = Path(log_dir)
     path, log = log_dir / RECORD, log_dir / "log.txt"
-    record = None
+    record, warnings = None, []
     why = "inferred from log.txt (no run.json)"
     if path.is_file():
         try:
@@ -105,15 +119,44 @@ def read_record(log_dir: Path) -> dict | None:
             record = None
         if not (isinstance(record, dict) and isinstance(record.get("experiment"), str)):
             record, why = None, f"inferred from log.txt ({path.name} is not a run record)"
+            warnings.append(f"{path} is not a run record (truncated, emptied or edited?): read from log.txt instead")
     if record is None:
         if not log.is_file():
             return None
         record = summarize(log)
         record["status_why"] = why
+    elif log.is_file():
+        step = record.get("step") if isinstance(record.get("step"), int) and record.get("step") >= 0 else None
+        truth = summarize(log, step)
+        for key in FROM_LOG:
+            if key in truth and truth[key] != record.get(key) and not _both_nan(truth[key], record.get(key)):
+                if record.get("status") == "complete":
+                    warnings.append(f"{path}: {key} is {_short(record.get(key))} but log.txt says {_short(truth[key])}; "
+                                    f"log.txt's is used")
+                record[key] = truth[key]
+    for key in DICTS:
+        if key in record and record[key] is not None and not isinstance(record[key], dict):
+            warnings.append(f"{path}: {key} is {_short(record[key])}, not a record of fields; left out")
+            record[key] = None
+    for key in ("val_loss", "hellaswag_acc_norm"):
+        value = record.get(key)
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            warnings.append(f"{path}: {key} is {_short(value)}: not a score, left out")
+            record[key] = None
     if record.get("status") == "running" and not DirectoryLock(log_dir).held():
         record["status"], record["status_why"] = "stopped", "its process ended without saying why (killed?)"
     record["log_dir"] = str(log_dir)
+    record["warnings"] = warnings
     return record
+
+
+def _both_nan(a, b) -> bool:
+    return isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b)
+
+
+def _short(value) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class RunRecord:

@@ -6,7 +6,9 @@ train state, preemption."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from gptlab.training.logger import RunLog
 from gptlab.training.metrics import Metrics
 from gptlab.training.optim import build_optimizer, learning_rate
 from gptlab.training.preemption import Preempted, Preemption
-from gptlab.training.record import RunRecord
+from gptlab.training.record import STUDY_ENV, RunRecord
 from gptlab.training.run import Diverged, Run, TrainingError, autocast_context, describe, grad_accum_steps
 from gptlab.training.state import TrainState
 from gptlab.training.trackers import open_trackers
@@ -181,6 +183,8 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
     metrics.header("run", f"resumed from {run.resume} at step {resumed_at}" if run.resume else "started")
     for key, value in description.items():
         metrics.header(key, value)
+    if os.environ.get(STUDY_ENV):  # the study this run belongs to: in the log too, which outlives a damaged run.json
+        metrics.header("study", json.loads(os.environ[STUDY_ENV]))
     batch = description["batch"]
     active = description["params_active"]
     params = f"{description['params']:,} parameters" + (f" ({active:,} active per token)"

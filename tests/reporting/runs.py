@@ -22,6 +22,8 @@ def fake_run(log_dir, experiment="baseline", seed=1337, vals=(), hellas=None, st
               **(header or {})}
     for key, value in header.items():
         log.header(key, value)
+    if study:  # as the trainer writes it for a study's run
+        log.header("study", study)
     steps = max_steps if steps is None else steps
     for s in range(steps):
         log.record(s, "train", 10.0 - s / 10)

@@ -127,9 +127,9 @@ def test_unfair_rows_say_so(tmp_path):
 
 
 def test_a_study_run_on_other_data_says_so(tmp_path):
-    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
-    record = json.loads((tmp_path / "rope" / "seed1338" / "run.json").read_text())
-    (tmp_path / "rope" / "seed1338" / "run.json").write_text(json.dumps({**record, "data_fingerprint": "beef"}))
+    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10]})
+    fake_run(tmp_path / "rope" / "seed1338", "rope", 1338, vals=(10.8, 8.0, 3.12), status="complete", study=STUDY,
+             header={"data_fingerprint": "beef"})
     table = rows(write_report([tmp_path], tmp_path, figures=False))
     assert "UNFAIR: other data" in table["rope"][-1] and "UNFAIR" not in table["baseline"][-1]
 
@@ -171,6 +171,40 @@ def test_records_that_are_not_records_are_read_from_the_log_without_a_traceback(
         (tmp_path / "rope" / "seed1338" / "run.json").write_text(text)
         text_out = write_report([tmp_path], tmp_path, figures=False)
         assert "rope" in text_out  # the run still counts, from its log.txt
+
+
+@pytest.mark.parametrize("damage", ["", "{\"experiment\": \"rope\", \"val_", "[]", "null"])
+def test_a_damaged_record_keeps_its_seed_in_the_study_and_says_so(tmp_path, capsys, damage):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31, 3.29], "rope": [3.10, 3.12, 3.11]})
+    (tmp_path / "rope" / "seed1338" / "run.json").write_text(damage)
+    text = write_report([tmp_path], tmp_path, figures=False)
+    assert text.count("### ") == 1  # one table: the seed did not leave its study
+    rope = rows(text)["rope"]
+    assert rope[1] == "1337, 1338, 1339" and rope[2] == "3.1100 ± 0.0100"
+    assert "seed 1338: " in rope[-1] and "run.json is not a run record" in rope[-1]
+    assert "rope/seed1338/run.json is not a run record" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value", [("val_loss", float("nan")), ("val_loss", 2.5), ("model_config", "garbage"),
+                                        ("training_config", []), ("study", 7)])
+def test_a_record_the_log_contradicts_is_corrected_from_the_log(tmp_path, capsys, key, value):
+    """A val loss edited by hand (or NaN), a config that is not one: the log's value counts, named."""
+    study_runs(tmp_path, {"baseline": [3.30, 3.31, 3.29], "rope": [3.10, 3.12, 3.11]})
+    path = tmp_path / "rope" / "seed1338" / "run.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), key: value}))
+    text = write_report([tmp_path], tmp_path, figures=False)
+    rope = rows(text)["rope"]
+    assert text.count("### ") == 1 and rope[2] == "3.1100 ± 0.0100"
+    assert f"{key} is " in capsys.readouterr().err and "log.txt" in rope[-1]
+
+
+def test_lengths_measured_for_some_seeds_are_not_a_row_mean(tmp_path):
+    study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
+    for seed, losses in ((1337, {"1": 3.1}), (1338, {"1": 3.1, "2": 3.2, "4": 3.3, "8": 3.4})):
+        path = tmp_path / "rope" / f"seed{seed}" / "run.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "lengths": {"step": 50, "losses": losses}}))
+    assert rows(write_report([tmp_path], tmp_path, figures=False))["rope"][-2] == " / ".join(
+        ["n/a (1 of 2 seeds measured)"] * 3)
 
 
 def test_a_copy_of_a_seed_is_not_a_second_sample(tmp_path):
