@@ -25,9 +25,13 @@ def user_components(experiment: Experiment) -> dict[str, type]:
 
 def check_experiment(experiment: Experiment, model_config: GPTConfig | None = None) -> list[str]:
     """Every problem of the experiment's components on a tiny model of its config (widths kept,
-    two layers, 16 positions, a 64-token vocabulary), one sentence each."""
+    two layers, 16 positions, a 64-token vocabulary), one sentence each. Causality is checked in
+    evaluation and in training mode (each training pass from the same RNG state, so dropout or
+    noise draws the same), and each sequence of a batch must be computed from itself alone."""
     config = model_config or experiment.model_config
     config = dataclasses.replace(config, n_layer=min(2, config.n_layer), block_size=16, vocab_size=64, dropout=0.0)
+    if "moe_capacity_factor" in getattr(experiment.mlp_class, "config_fields", ()):
+        config = dataclasses.replace(config, moe_capacity_factor=0.0)  # a capacity mixes a batch's tokens by design
     names = ", ".join(f"{slot.upper()} = {cls.__name__}" for slot, cls in user_components(experiment).items())
     check_components(config, **experiment.components())  # a config problem is the config's error, not the class's
     torch.manual_seed(0)
@@ -36,23 +40,42 @@ def check_experiment(experiment: Experiment, model_config: GPTConfig | None = No
     except Exception as e:
         return [f"the model with {names or 'its components'} cannot be built: {type(e).__name__}: {e}; {INTERFACE}"]
     idx = torch.randint(0, 64, (2, 12))
+    later_token = idx.clone()
+    later_token[:, 7] = (later_token[:, 7] + 1) % 64
+    other_row = idx.clone()
+    other_row[1] = (other_row[1] + 1 + torch.arange(12)) % 64
+
+    def in_training(tokens):
+        torch.manual_seed(1)  # the same draws (dropout, noise) for every pass
+        return model(tokens).logits
+
     try:
         with torch.no_grad():
-            logits = model(idx).logits
-            changed = idx.clone()
-            changed[:, 7] = (changed[:, 7] + 1) % 64
-            later = model(changed).logits
+            logits, later, rows = (model(t).logits for t in (idx, later_token, other_row))
             caches = model.new_caches()
             cached = torch.cat([model(idx[:, :5], caches=caches).logits] +
                                [model(idx[:, t:t + 1], caches=caches).logits for t in range(5, 12)], dim=1)
+            model.train()
+            trained, trained_later, trained_rows = (in_training(t) for t in (idx, later_token, other_row))
+            model.eval()
     except Exception as e:
         return [f"a forward pass with {names or 'its components'} fails: {type(e).__name__}: {e}; {INTERFACE}"]
     problems = []
     if logits.shape != (2, 12, 64):
         problems.append(f"logits have shape {tuple(logits.shape)}, not (batch, time, vocab) = (2, 12, 64)")
-    elif not torch.allclose(logits[:, :7], later[:, :7], atol=1e-8):
+        return [f"{names}: {p}" for p in problems]
+    if not torch.allclose(logits[:, :7], later[:, :7], atol=1e-8):
         problems.append("it is not causal: changing token 7 changed the logits of earlier positions")
-    elif not torch.allclose(cached, logits, atol=1e-6, rtol=1e-5):
+    elif not torch.allclose(trained[:, :7], trained_later[:, :7], atol=1e-8):
+        worst = (trained[:, :7] - trained_later[:, :7]).abs().max().item()
+        problems.append(f"it is not causal in training mode: changing token 7 changed the logits of earlier positions "
+                        f"by up to {worst:.3g} (a mask or a path that depends on self.training, or a norm over "
+                        f"time such as BatchNorm, lets training see the future)")
+    if not (torch.allclose(logits[0], rows[0], atol=1e-8) and torch.allclose(trained[0], trained_rows[0], atol=1e-8)):
+        problems.append("the sequences of a batch are not computed apart: changing the second sequence changed the "
+                        "first one's logits (a norm over the batch such as BatchNorm, or an attention across the "
+                        "batch dimension)")
+    if not torch.allclose(cached, logits, atol=1e-6, rtol=1e-5):
         worst = (cached - logits).abs().max().item()
         problems.append(f"generation with the KV cache gives other logits than the full sequence (by up to {worst:.3g}): "
                         f"an attention must store its keys and values with cache.append(...) and attend over all of "

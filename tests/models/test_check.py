@@ -41,7 +41,18 @@ def test_the_readme_example_passes_the_check_and_trains(tmp_path, capsys):
     assert "cannot be exported exactly" in err and "attention TemperedAttention" in err and not (tmp_path / "hf").exists()
 
 
+LEAKS_IN_TRAINING = {
+    "an attention causal only in evaluation": ("y = causal_attention(q, k, v, pos_enc, pos)",
+                                               "y = torch.nn.functional.scaled_dot_product_attention(q, k, v, "
+                                               "is_causal=not self.training)"),
+    "a mixing of the batch's sequences": ("q = q * self.log_temperature.exp()",
+                                          "q = q * self.log_temperature.exp() + 0.1 * q.mean(dim=0, keepdim=True)"),
+}
+
+
 @pytest.mark.parametrize("edit, phrase", [
+    (LEAKS_IN_TRAINING["an attention causal only in evaluation"], "it is not causal in training mode"),
+    (LEAKS_IN_TRAINING["a mixing of the batch's sequences"], "the sequences of a batch are not computed apart"),
     (("            k, v = cache.append(k, v)\n", "            pass\n"), "generation with the KV cache gives other logits"),
     (("y = causal_attention(q, k, v, pos_enc, pos)",
       "y = torch.nn.functional.scaled_dot_product_attention(q, k, v)"), "it is not causal"),
@@ -56,3 +67,17 @@ def test_a_component_that_breaks_the_interface_is_refused_before_training(tmp_pa
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and "fails the component check" in err and phrase in err, err
     assert "gptlab check" in err and not (log_dir / "log.txt").exists()
+
+
+def test_a_batch_norm_is_caught_in_training_where_it_mixes_rows_and_time(tmp_path):
+    """BatchNorm as the norm: in evaluation it uses its running statistics and looks harmless; in
+    training it normalises over the batch and the time steps, so later tokens and other sequences
+    reach a token's output."""
+    path = experiment_file(tmp_path, "import torch\nfrom torch import nn\n\n"
+                                     "class BatchNorm(nn.Module):\n"
+                                     "    def __init__(self, n_embd):\n        super().__init__()\n"
+                                     "        self.bn = nn.BatchNorm1d(n_embd)\n\n"
+                                     "    def forward(self, x):\n        return self.bn(x.transpose(1, 2)).transpose(1, 2)\n\n"
+                                     "NORM_CLASS = BatchNorm\n", name="batchnorm.py")
+    problems = " ".join(check_experiment(load_experiment(path)))
+    assert "not causal in training mode" in problems and "not computed apart" in problems
