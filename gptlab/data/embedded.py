@@ -83,4 +83,5 @@ def embedded_splits() -> dict[str, np.ndarray]:
 def describe(splits: dict[str, np.ndarray]) -> str:
     digest = hashlib.sha256(np.ascontiguousarray(splits["train"][:100_000]).tobytes()).hexdigest()[:12]
     return (f"embedded corpus (CPython {sys.version.split()[0]} help topics and stdlib docstrings): "
-            f"{len(splits['train']):,} train / {len(splits['val']):,} val tokens, sha256 {digest}")
+            f"{len(splits['train']):,} train / {len(splits['val']):,} val tokens, sha256 of its first train tokens "
+            f"{digest}")

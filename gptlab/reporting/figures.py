@@ -47,6 +47,8 @@ def hellaswag_missing(table) -> str:
     if all((r.get("training_config") or {}).get("hellaswag") is False for r in runs):
         return "HellaSwag: off in these runs (train.hellaswag=false)"
     why = next((r["hellaswag_skipped"] for r in runs if r.get("hellaswag_skipped")), "")
+    if why.startswith("could not download"):
+        why = "its validation file could not be downloaded (offline?); train.hellaswag_file=PATH scores a local copy"
     return f"HellaSwag: not scored ({why or 'skipped in every run'})"
 
 
@@ -101,9 +103,9 @@ def _curves(plt, table, path: Path) -> Path:
         ax.legend(fontsize=8)
     if not keys:
         axes[0][0].text(0.5, 0.5, "no results in these logs", ha="center", va="center", color="gray")
-    fig.suptitle("\n".join(textwrap.wrap(table.title, 160) + [
-        "mean over seeds; band: min to max over seeds; dotted: incomplete runs" + "".join(f"; {n}" for n in notes)]),
-        fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(table.title, 160) + textwrap.wrap(
+        "mean over seeds; band: min to max over seeds; dotted: incomplete runs" + "".join(f"; {n}" for n in notes),
+        160)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -158,7 +160,9 @@ def _deltas(plt, table, path: Path) -> Path:
     title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch); green/red: significantly better/worse "
              f"after Holm's correction; gray: not significant; hollow: fewer than 3 seeds a side, not tested; "
              f"shaded: differences smaller than the study detects (its minimum detectable effect)")
-    fig.suptitle("\n".join(textwrap.wrap(title, 95 * max(1, len(keys))) + notes), fontsize=9)
+    fig.suptitle("\n".join(textwrap.wrap(title, 95 * max(1, len(keys)))
+                           + [line for note in notes for line in textwrap.wrap(note, 95 * max(1, len(keys)))]),
+                 fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -226,3 +230,4 @@ def _zoom_to_tail(ax, after: float) -> None:
         lo, hi = min(ys), max(ys)
         pad = 0.08 * (hi - lo or 1)
         ax.set_ylim(lo - pad, hi + pad)
+        ax.set_xlim(last * after - 0.02 * last, last * 1.02)

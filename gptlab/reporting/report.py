@@ -254,7 +254,7 @@ def _title(r: dict, study: dict, kind: str) -> str:
     rate = {"shared": f", at the shared learning rate (max_lr {cfg.get('max_lr', 0) / _multiplier(r):.3g})",
             "tuned": ", at each experiment's tuned learning rate"}.get(kind, "")
     return (f"{name}preset {r.get('preset')}, {steps:,} steps x {batch:,} tokens = {steps * batch:,} tokens, "
-            f"val {val:,} tokens, data {r.get('data_fingerprint')}{rate} ({where})")
+            f"val {val:,} tokens, data fingerprint {r.get('data_fingerprint')}{rate} ({where})")
 
 
 def _spread(runs: list[dict]) -> str:

@@ -192,7 +192,8 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
     metrics.print(f"experiment {run.experiment.name} ({run.preset}): {params}, "
                   f"{batch['processes']} process(es) on {description['environment']['device']}, "
                   f"grad accumulation {batch['grad_accum_steps']}")
-    metrics.print(f"data: {description['data']}")
+    metrics.print(f"data: {description['data']}; data fingerprint {description['data_fingerprint']} (of every "
+                  f"shard's name, length and first tokens: what resumes and reports compare)")
     if description["environment"]["device"] == "cpu" and description["params"] > 50_000_000:
         metrics.print(f"note: {description['params'] / 1e6:.0f}M parameters on a CPU, {batch['grad_accum_steps']} "
                       f"micro-batches a step: expect minutes a step. --preset smoke or --preset small train the same "

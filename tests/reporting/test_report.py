@@ -76,8 +76,9 @@ def test_rows_keep_the_study_order(tmp_path):
     study = {**STUDY, "experiments": ["baseline", "swiglu", "alibi", "rope"]}
     for name in study["experiments"]:
         fake_run(tmp_path / name / "seed1337", name, 1337, vals=(10.8, 8.0, 7.0), status="complete", study=study)
-    table = rows(write_report([tmp_path], tmp_path, figures=False))
-    assert list(table) == ["baseline", "swiglu", "alibi", "rope"]
+    text = write_report([tmp_path], tmp_path, figures=False)
+    assert list(rows(text)) == ["baseline", "swiglu", "alibi", "rope"]
+    assert "data fingerprint f00d" in text  # which hash the title gives, named
 
 
 def test_a_model_that_differs_beyond_the_named_change_is_labelled_confounded(tmp_path):
