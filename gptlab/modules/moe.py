@@ -20,7 +20,8 @@ Losses, reported through `Extras` and added to the training loss by the model:
 - `moe_balance`: the load-balancing loss (Switch Transformer, eq. 4) times
   moe_balance_weight: N * sum_i f_i * P_i, with f_i the fraction of the step's token-to-
   expert assignments (before capacity) that went to expert i and P_i the mean router
-  probability of expert i; 1 when perfectly balanced.
+  probability of expert i; 1 when perfectly balanced. Switch's at top-1; Mixtral's (whose f_i
+  count a token once per chosen expert, summing to top_k) divided by top_k.
 - `moe_z`: the router z-loss (ST-MoE, Zoph et al. 2022, eq. 5) times moe_z_weight: the
   mean over tokens of logsumexp(router logits)^2; only when moe_z_weight > 0.
 Metrics: `moe_dropped` (the fraction of assignments dropped by capacity) and
@@ -125,6 +126,7 @@ class MoE(nn.Module):
 
 
 class SwiGLUMoE(MoE):
-    """Experts with SwiGLU MLPs (hidden 8/3 n_embd), as Mixtral's."""
+    """Experts with SwiGLU MLPs (hidden 8/3 n_embd), the shape of Mixtral's experts; with GPT-2's
+    biases under the default model.bias=true (Mixtral's have none: model.bias=false)."""
 
     expert_class = SwiGLU
