@@ -14,7 +14,7 @@ from pathlib import Path
 
 from gptlab.core.config import GPT2_VOCAB
 from gptlab.export.families import FAMILIES, family_of
-from gptlab.export.huggingface import DTYPES, ExportError, export_model
+from gptlab.export.huggingface import DTYPES, ExportError, check_summary, export_model
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,8 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     out = exported.directory
     print(f"exported {checkpoint} (experiment {name}, step {state.get('step')}) to {out} as "
           f"{exported.family.hf_class}, {args.dtype}")
-    print(f"  checked: loaded back with transformers, its logits differ from gptlab's by at most "
-          f"{exported.max_difference:.2e} (largest logit {exported.logit_scale:.3g}) on a {exported.probe_tokens}-token probe")
+    print(f"  checked: loaded back with transformers, " + check_summary(
+        exported.max_difference, exported.logit_scale, exported.probe_tokens, exported.rounding_difference, args.dtype))
     print(f"  use it:  AutoModelForCausalLM.from_pretrained({str(out)!r}); AutoTokenizer.from_pretrained({str(out)!r})")
     return 0
 

@@ -32,7 +32,6 @@ from gptlab.files import atomic_directory
 INSTALL = 'pip install -e ".[hf]"'
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TOLERANCE = 1e-4  # of the largest logit (at least 1): the difference float32 arithmetic in another order allows
-PROBE_TOKENS = 64
 TOKENIZER_PROBE = "Hello, I'm a language model,<|endoftext|> naïve  spaces\n\n and 1234 digits"
 
 
@@ -44,9 +43,10 @@ class ExportError(ValueError):
 class Exported:
     directory: Path
     family: Family
-    max_difference: float  # the largest |logit difference| on the probe
+    max_difference: float  # the largest |logit difference| on the probe, against gptlab at the exported weights
     logit_scale: float  # the largest |logit| there
     probe_tokens: int
+    rounding_difference: float | None = None  # against the float32 checkpoint, where the export rounds its weights
 
 
 def export_model(model, out_dir: Path | str, dtype: str = "float32", description: dict | None = None) -> Exported:
@@ -70,11 +70,11 @@ def export_model(model, out_dir: Path | str, dtype: str = "float32", description
             hf_model.to(DTYPES[dtype]).save_pretrained(partial)
             del hf_model  # the check loads the files back: one copy of the weights at a time
             write_tokenizer(transformers, partial, model.config.block_size)
-            difference, scale, n = check(transformers, partial, model, DTYPES[dtype])
-            write_card(partial, family, model, dtype, difference, scale, n, description or {})
+            exported = check(transformers, partial, model, DTYPES[dtype])
+            write_card(partial, family, model, dtype, exported, description or {})
     finally:
         model.train(was_training)
-    return Exported(out_dir, family, difference, scale, n)
+    return Exported(out_dir, family, *exported)
 
 
 def refusal(model, why: list[str], experiment: str | None) -> str:
@@ -130,34 +130,58 @@ def write_tokenizer(transformers, directory: Path, block_size: int) -> None:
 
 
 @torch.no_grad()
-def check(transformers, directory: Path, model, dtype: torch.dtype) -> tuple[float, float, int]:
+def check(transformers, directory: Path, model, dtype: torch.dtype) -> tuple[float, float, int, float | None]:
     """Load the directory as anyone would and compare its logits with gptlab's on a probe of
-    random real tokens, both computed in float32 from the same weights (rounded to dtype
-    where the export rounds them). Returns the largest difference, the largest logit and the
-    probe's length; ExportError where they differ by more than float32 arithmetic does
-    (TOLERANCE of the largest logit: a wrong mapping is off by whole logits)."""
+    random real tokens as long as block_size, so that every position row and every rotary
+    frequency the model uses is compared; both in float32 from the same weights (rounded to dtype
+    where the export rounds them). Returns the largest difference, the largest logit, the probe's
+    length and, for a rounded export, its largest difference from the float32 checkpoint's logits
+    (what the rounding costs); ExportError where the mapping's difference exceeds what float32
+    arithmetic allows (TOLERANCE of the largest logit: a wrong mapping is off by whole logits)."""
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
     reference = model
     if dtype != torch.float32:  # the weights as the export holds them; fixed tables (RoPE's) stay float32
         reference = copy.deepcopy(model)
         for p in reference.parameters():
             p.data = p.data.to(dtype).float()
-    n = min(PROBE_TOKENS, model.config.block_size)
-    probe = torch.randint(0, GPT2_VOCAB, (2, n), generator=torch.Generator().manual_seed(0))
-    ours = reference(probe).logits[..., :GPT2_VOCAB]
+    n = model.config.block_size
+    probe = torch.randint(0, GPT2_VOCAB, (1, n), generator=torch.Generator().manual_seed(0))
     theirs = hf_model(probe).logits
+    del hf_model
+    ours = reference(probe).logits[..., :GPT2_VOCAB]
     scale = ours.abs().max().item()
     difference = (ours - theirs).abs().max().item() if theirs.shape == ours.shape else float("inf")
     if not difference <= TOLERANCE * max(1.0, scale):
-        raise ExportError(f"the exported {type(hf_model).__name__} does not compute what the gptlab model does "
-                          f"(logits differ by up to {difference:.3g}, the largest is {scale:.3g}, on a {n}-token "
-                          f"probe); nothing was written. This is a bug in gptlab's export: please report it with "
-                          f"the experiment file")
-    return difference, scale, n
+        raise ExportError(f"the exported {family_name(directory)} does not compute what the gptlab model does "
+                          f"(logits differ by up to {difference:.3g}, the largest is {scale:.3g}, over all {n} "
+                          f"positions); nothing was written. This is a bug in gptlab's export: please report it "
+                          f"with the experiment file")
+    rounding = None
+    if dtype != torch.float32:
+        del ours, reference
+        rounding = (model(probe).logits[..., :GPT2_VOCAB] - theirs).abs().max().item()
+    return difference, scale, n, rounding
 
 
-def write_card(directory: Path, family: Family, model, dtype: str, difference: float, scale: float, n: int,
-               description: dict) -> None:
+def family_name(directory: Path) -> str:
+    try:
+        return json.loads((directory / "config.json").read_text())["architectures"][0]
+    except (OSError, KeyError, IndexError, ValueError):
+        return "model"
+
+
+def check_summary(difference: float, scale: float, n: int, rounding: float | None, dtype: str) -> str:
+    """What the check compared and found, in one sentence: the mapping, and what rounding costs."""
+    against = "gptlab's" if rounding is None else f"gptlab's at the same {dtype}-rounded weights"
+    text = (f"its logits differ from {against} by at most {difference:.2e} (largest logit {scale:.3g}) over all "
+            f"{n} positions of a probe")
+    if rounding is not None:
+        text += (f"; from the float32 checkpoint's by at most {rounding:.2e}, what rounding the weights to {dtype} "
+                 f"costs")
+    return text
+
+
+def write_card(directory: Path, family: Family, model, dtype: str, exported: tuple, description: dict) -> None:
     """README.md: what the model is, where it came from, and the check it passed."""
     origin = ", ".join(f"{key} {value}" for key, value in description.items() if value is not None)
     c = model.config
@@ -167,8 +191,8 @@ def write_card(directory: Path, family: Family, model, dtype: str, difference: f
              f"{c.n_layer} layers, {c.n_head} heads, {c.n_embd} wide, context {c.block_size}, weights in {dtype}.",
              f"Vocabulary: GPT-2's {GPT2_VOCAB} tokens (gptlab pads its embedding to {c.vocab_size} rows for speed; "
              f"the padding is not exported).", "",
-             f"Checked at export: loaded back with `AutoModelForCausalLM.from_pretrained`, its logits differ from "
-             f"gptlab's by at most {difference:.2e} (the largest logit is {scale:.3g}) on a {n}-token probe."]
+             f"Checked at export: loaded back with `AutoModelForCausalLM.from_pretrained`, "
+             f"{check_summary(*exported, dtype)}."]
     (directory / "README.md").write_text("\n".join(lines) + "\n")
 
 

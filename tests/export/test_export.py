@@ -213,6 +213,36 @@ def test_an_export_that_would_compute_something_else_is_caught_and_not_left_behi
 
 
 @pytest.mark.long
+def test_the_check_covers_every_position_a_model_uses(tmp_path, monkeypatch):
+    """Position rows from 64 on zeroed in the export (a 128-token model): a probe of 64 tokens
+    would pass it; the check runs over all block_size positions and refuses it."""
+    pytest.importorskip("transformers")
+    table = families.position_table
+
+    def first_64_rows_only(model):
+        rows = table(model).clone()
+        rows[64:] = 0
+        return rows
+    monkeypatch.setattr(families, "position_table", first_64_rows_only)
+    with pytest.raises(ExportError, match="over all 128 positions"):
+        export_model(scrambled("baseline", block_size=128), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.long
+def test_a_rounded_export_says_what_it_was_checked_against(tmp_path, capsys):
+    """--dtype bfloat16: the check compares with gptlab at the same rounded weights (the mapping) and
+    says, as well, how far the export is from the float32 checkpoint (what rounding costs)."""
+    pytest.importorskip("transformers")
+    write_run(tmp_path / "run" / "log", "baseline", step=3)
+    assert main([str(tmp_path / "run"), str(tmp_path / "hf"), "--dtype", "bfloat16"]) == 0
+    out = capsys.readouterr().out
+    assert "differ from gptlab's at the same bfloat16-rounded weights by at most" in out
+    assert "from the float32 checkpoint's by at most" in out and "what rounding the weights to bfloat16 costs" in out
+    assert "what rounding" in (tmp_path / "hf" / "README.md").read_text()
+
+
+@pytest.mark.long
 def test_export_command_writes_a_runs_newest_checkpoint(tmp_path, capsys):
     pytest.importorskip("transformers")
     write_run(tmp_path / "run" / "log", "rope", step=3)
