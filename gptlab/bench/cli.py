@@ -187,7 +187,8 @@ def format_generation(rows: list[dict]) -> str:
     base = next((r["generation"] for r in measured if r["name"] == "baseline"), None)
     g0 = measured[0]["generation"]
     lines = [f"\ngeneration (greedy, batch 1, {g0['prompt_tokens']}-token prompt, {g0['new_tokens']} new tokens):",
-             "| model | cached tok/s | uncached tok/s | cache speed-up | KV bytes/token | KV vs baseline |",
+             f"| model | cached tok/s | uncached tok/s | cache speed-up | KV bytes/token ({g0['kv_dtype']}) | "
+             f"KV vs baseline |",
              "|---|---|---|---|---|---|"]
     for r in measured:
         g = r["generation"]

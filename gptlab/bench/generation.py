@@ -43,5 +43,6 @@ def measure_generation(model: GPT, device: torch.device, autocast, prompt_len: i
         uncached = timed(lambda: uncached_generate(model, prompt, new_tokens), device)
     model.train()
     return {"cached_tokens_per_second": new_tokens / cached, "uncached_tokens_per_second": new_tokens / uncached,
-            "kv_bytes_per_token": model.kv_cache_bytes_per_token(dtype), "prompt_tokens": prompt_len,
+            "kv_bytes_per_token": model.kv_cache_bytes_per_token(dtype), "kv_dtype": str(dtype).removeprefix("torch."),
+            "prompt_tokens": prompt_len,
             "new_tokens": new_tokens}

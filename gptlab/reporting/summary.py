@@ -1,4 +1,5 @@
-"""A table of every experiment's model: components, parameters, KV-cache bytes per token.
+"""A table of every experiment's model: components, parameters, KV-cache bytes per token (in
+bfloat16, as the report counts them).
 
     python -m gptlab.reporting.summary [model.FIELD=VALUE ...]    e.g. model.n_layer=2 model.n_embd=128
 """
@@ -19,18 +20,22 @@ def main(argv: list[str]) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{'experiment':<10} {'attention':<14} {'position':<30} {'mlp':<8} {'norm':<10} "
-          f"{'params':>13} {'KV B/token':>11}")
+    rows = [("experiment", "attention", "position", "mlp", "norm", "params", "KV bytes/token (bf16)")]
     for name in available_experiments():
         try:
             exp = load_experiment(name)
             model = build_model(exp, **overrides)
         except (ExperimentError, ConfigError) as e:  # one broken file does not hide the others
-            print(f"{name:<10} cannot be built: {str(e).splitlines()[-1].strip(' -')}")
+            rows.append((name, f"cannot be built: {str(e).splitlines()[-1].strip(' -')}"))
             continue
-        print(f"{name:<10} {exp.attention_class.__name__:<14} {exp.position_encoding_class.__name__:<30} "
-              f"{exp.mlp_class.__name__:<8} {exp.norm_class.__name__:<10} {model.num_params():>13,} "
-              f"{model.kv_cache_bytes_per_token():>11,}")
+        rows.append((name, exp.attention_class.__name__, exp.position_encoding_class.__name__, exp.mlp_class.__name__,
+                     exp.norm_class.__name__, f"{model.num_params():,}", f"{model.kv_cache_bytes_per_token():,}"))
+    widths = [max(len(r[i]) for r in rows if len(r) == 7) for i in range(7)]
+    for r in rows:  # text left, numbers right, each column as wide as its widest cell
+        if len(r) < 7:
+            print(f"{r[0]:<{widths[0]}} {r[1]}")
+            continue
+        print(" ".join(f"{cell:<{w}}" if i < 5 else f"{cell:>{w}}" for i, (cell, w) in enumerate(zip(r, widths))))
     return 0
 
 

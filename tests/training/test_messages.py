@@ -90,6 +90,20 @@ def test_summary_has_help_and_reports_a_broken_experiment(tmp_path):
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "did you mean n_layer" in bad.stderr
 
 
+def test_the_summary_columns_line_up_and_say_their_unit(capsys):
+    """Long class names (QKNormAttention) and experiment names (deepseek_v2) do not push a row's cells
+    out of their columns; the KV bytes say their dtype."""
+    from gptlab.reporting.summary import main
+    assert main(["model.n_layer=1", "model.n_embd=64", "model.n_head=4"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0]
+    assert header.endswith("KV bytes/token (bf16)")
+    starts = [header.index(word) for word in ("attention", "position", "mlp", "norm")]
+    for line in lines[1:]:
+        assert all(line[start - 1] == " " and line[start] != " " for start in starts), line
+        assert len(line) == len(header), line  # the numbers end where the header does
+
+
 def test_the_gpt2_recipe_without_prepared_data_says_what_to_do(tmp_path, capsys):
     refused(capsys, ["--log-dir", str(tmp_path), "train.hellaswag=false", "--max-steps", "1"],
             "this is the GPT-2 124M recipe", "python -m gptlab.data.fineweb", "--preset smoke")
