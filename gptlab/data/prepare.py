@@ -54,6 +54,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import re
 import shlex
@@ -155,6 +156,7 @@ class Document:
     split: str = ""
     split_value: str | None = None
     problem: str = ""  # why it is skipped: one of BAD, or "empty text"
+    share: float | None = None  # the text's hash as a fraction of 2**64: the split by --val-ratio (val below it)
     detail: str = ""  # the message that names the bad record
     tokens: np.ndarray | None = None
 
@@ -304,7 +306,8 @@ def _document(doc: Document, value, options: Options) -> Document:
             doc.split_value = str(value[options.split_field])
             doc.split = "val" if doc.split_value == options.val_value else "train"
         else:
-            doc.split = "val" if _is_val(text, options.val_ratio) else "train"
+            doc.share = hash_share(text)
+            doc.split = "val" if doc.share < options.val_ratio else "train"
         if text:
             doc.text = text
         else:
@@ -312,10 +315,11 @@ def _document(doc: Document, value, options: Options) -> Document:
     return doc
 
 
-def _is_val(text: str, val_ratio: float) -> bool:
-    """Whether the first 8 bytes of the text's sha256, as a fraction of 2**64, are below val_ratio."""
+def hash_share(text: str) -> float:
+    """The first 8 bytes of the text's sha256 as a fraction of 2**64: a document is in the validation
+    split when this is below --val-ratio."""
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(digest[:8], "big") < val_ratio * 2 ** 64
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
 
 
 def _json_kind(value) -> str:
@@ -525,6 +529,9 @@ class ShardWriter:
             return False
         self.counts[doc.split]["documents"] += 1
         self.counts[doc.split]["tokens"] += len(doc.tokens)
+        if doc.share is not None:  # the range of the documents' hashes: which --val-ratio could split them
+            low, high = self.counts.get("shares") or (doc.share, doc.share)
+            self.counts["shares"] = [min(low, doc.share), max(high, doc.share)]
         if doc.split_value is not None:
             known = doc.split_value in self.split_values or len(self.split_values) < MAX_SPLIT_VALUES
             self.split_values[doc.split_value if known else "(other values)"] += 1
@@ -602,13 +609,29 @@ def _check_splits(options: Options, counts: dict) -> None:
     if not val and not train:
         raise DataError(f"the input holds no documents to train on: {counts['records']:,} records read"
                         + (f", skipped: {_reasons(counts['skipped'])}" if counts["skipped"] else ""))
-    chooser = (f"no record has {options.split_field}={options.val_value!r}" if options.split_field
-               else f"--val-ratio {options.val_ratio} chose none of the {train:,} documents: raise it")
-    if not val:
-        raise DataError(f"the validation split is empty: {chooser}")
-    chooser = (f"every record has {options.split_field}={options.val_value!r}" if options.split_field
-               else f"--val-ratio {options.val_ratio} chose all {val:,} documents: lower it")
-    raise DataError(f"the train split is empty: {chooser}")
+    empty, docs = ("validation", train) if not val else ("train", val)
+    if options.split_field:
+        chooser = (f"no record has {options.split_field}={options.val_value!r}" if not val else
+                   f"every record has {options.split_field}={options.val_value!r}")
+        raise DataError(f"the {empty} split is empty: {chooser}")
+    low, high = counts.get("shares") or (0.0, 1.0)
+    if low == high:  # one text: a split by document cannot put it on both sides, whatever the ratio
+        raise DataError(f"the {empty} split is empty: the split is by document (a hash of its text decides), and "
+                        f"all {docs:,} documents have one text (a single document, or copies of it), so no "
+                        f"--val-ratio can put some in each split. Cut the text into several documents (one per "
+                        f"paragraph or chapter, each a record), or name each record's split with --split-field")
+    advice = (f"raise it to {_significant(low, math.ceil)} or more (just above the smallest document hash: that "
+              f"document would be the whole validation split)" if not val else
+              f"lower it to {_significant(high, math.floor)} or below (the largest document hash: that document "
+              f"alone would be train)")
+    raise DataError(f"the {empty} split is empty: --val-ratio {options.val_ratio} chose "
+                    f"{'none' if not val else 'all'} of the {docs:,} documents by a hash of each text: {advice}")
+
+
+def _significant(x: float, rounding, digits: int = 3) -> str:
+    """x to `digits` significant digits, rounded the way `rounding` (math.ceil or math.floor) goes."""
+    scale = 10 ** (digits - 1 - math.floor(math.log10(x))) if x > 0 else 1
+    return f"{rounding(x * scale) / scale:.{digits}g}"
 
 
 def _reasons(skipped: dict) -> str:
@@ -635,7 +658,7 @@ def _notes(meta: dict) -> list[str]:
     size, counts = meta["arguments"]["shard_size"], meta["counts"]
     by_field = bool(meta["arguments"]["split_field"])
     notes = []
-    for split, step in (("val", small["micro_batch_size"] * small["sequence_length"]),
+    for split, step in (("val", small["sequence_length"]),  # validation needs one whole sequence at least
                         ("train", small["total_batch_size"])):
         longest = min(size, counts[split]["tokens"])
         if longest < step + 1:

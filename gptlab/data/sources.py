@@ -55,8 +55,10 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
     try:
         train_loader = TokenLoader(train_shards, B, T, rank, world_size, accum, name="train data", vocab_size=vocab_size,
                                    order_seed=train.seed if train.data_order == "seeded" else None)
-        # every rank reads the whole validation stream and scores its share of the batches
-        val_loader = TokenLoader(val_shards, B, T, 0, 1, name="val data", vocab_size=vocab_size)
+        # every rank reads the whole validation stream and scores its share of the batches; batches of no more
+        # sequences than val_tokens holds, so that a small validation split is scored whole
+        val_loader = TokenLoader(val_shards, max(1, min(B, train.val_tokens // T)), T, 0, 1, name="val data",
+                                 vocab_size=vocab_size)
     except DataError as e:
         if use_shards or B * T * world_size * accum < 100_000:
             raise
@@ -68,8 +70,12 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
                         f"(a few minutes)") from None
     available = sum(len(s) for s in val_shards) - 1
     if train.val_tokens > available:
+        fits = available // T * T
         raise DataError(f"train.val_tokens={train.val_tokens:,} but the validation data ({', '.join(val_names)}) holds "
-                        f"{available:,} tokens to score; lower train.val_tokens")
+                        f"{available:,} tokens to score in sequences of {T}; "
+                        + (f"lower it: train.val_tokens={fits}" if fits else
+                           f"that is not one sequence: prepare the corpus with a larger --val-ratio, or train with a "
+                           f"shorter train.sequence_length"))
     return Data(train=train_loader, val=val_loader, description=description,
                 fingerprint=fingerprint({"train": (train_names, train_shards), "val": (val_names, val_shards)}))
 

@@ -383,3 +383,50 @@ def test_the_printed_command_trains_on_the_prepared_corpus(tmp_path, capsys):
     log = tmp_path / "run" / "log.txt"
     assert [s for s, _ in read_log(log)["train"]] == [0, 1]
     assert f"# data corpus prepared from {tmp_path / 'c.jsonl'} (gptlab prepare) in {out}" in log.read_text()
+
+
+@pytest.mark.long
+def test_a_small_corpus_trains_with_the_command_prepare_prints(tmp_path, capsys):
+    """About 48k tokens (the trial's corpus size) at the default --val-ratio: a validation split of a few
+    hundred tokens. The printed command, on the small preset it names, trains."""
+    rng = random.Random(3)
+    docs = [" ".join(rng.choices(WORDS, k=110)) for _ in range(300)]
+    write_jsonl(tmp_path / "c.jsonl", [{"text": d} for d in docs])
+    out = tmp_path / "out"
+    code, stdout, _ = run(capsys, "--input", tmp_path / "c.jsonl", "--out", out)
+    assert code == 0, stdout
+    val_tokens = len(read_split(out, "val"))
+    assert 0 < val_tokens < 2049 and 40_000 < len(read_split(out, "train")) + val_tokens < 60_000
+    command = shlex.split(stdout.split("train on it:\n")[1].strip())
+    assert command[4:6] == ["--preset", "small"]
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *command[2:], "--log-dir",
+                             str(tmp_path / "run"), "--max-steps", "1", "train.hellaswag=false", "train.num_samples=0"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert [s for s, _ in read_log(tmp_path / "run" / "log.txt")["val"]] == [0, 1]
+
+
+@pytest.mark.parametrize("ratio", ["0.1", "0.9"])
+def test_one_text_cannot_be_split_by_any_ratio_and_is_told_so(tmp_path, capsys, ratio):
+    for name, records in (("one", [{"text": "a single long document " * 500}]),
+                          ("copies", [{"text": "the same text again"}] * 50)):
+        write_jsonl(tmp_path / f"{name}.jsonl", records)
+        code, _, err = run(capsys, "--input", tmp_path / f"{name}.jsonl", "--out", tmp_path / name / ratio,
+                           "--val-ratio", ratio)
+        assert code == 2 and "have one text" in err and "no\n--val-ratio" not in err
+        assert "no --val-ratio can put some in each split" in err and "--split-field" in err
+
+
+def test_the_ratio_advice_names_a_ratio_that_works(tmp_path, capsys):
+    """Three documents, none below a ratio of 0.001: the error names the smallest hash, and a ratio just
+    above it gives both splits."""
+    records = [{"text": f"document number {i}"} for i in range(3)]
+    write_jsonl(tmp_path / "c.jsonl", records)
+    shares = sorted(prepare.hash_share(r["text"]) for r in records)
+    assert shares[0] > 0.001  # else the test's premise is off
+    code, _, err = run(capsys, "--input", tmp_path / "c.jsonl", "--out", tmp_path / "a", "--val-ratio", "0.001")
+    assert code == 2 and "raise it to " in err
+    ratio = err.split("raise it to ")[1].split()[0]
+    assert shares[0] < float(ratio) < shares[0] * 1.01
+    code, stdout, err = run(capsys, "--input", tmp_path / "c.jsonl", "--out", tmp_path / "b", "--val-ratio", ratio)
+    assert code == 0, err
