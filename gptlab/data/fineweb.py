@@ -18,6 +18,7 @@ import numpy as np
 
 from gptlab.data.shards import DEFAULT_WORKERS, ShardBuffer, in_order, save_shard, tokenize
 from gptlab.files import atomic_write_text
+from gptlab.network import HUB, hub_offline, said_offline
 from gptlab.paths import DATA_DIR
 
 DEFAULT_DIR = DATA_DIR / "edu_fineweb10B"
@@ -71,6 +72,12 @@ def main(argv: list[str] | None = None) -> None:
     if progress.get("complete"):
         print(f"{args.out} already holds {progress['shards']} complete shards")
         return
+    if hub_offline():
+        raise SystemExit(f"error: FineWeb-Edu streams from the Hugging Face hub ({HUB}), which cannot be reached from "
+                         f"here{' (HF_HUB_OFFLINE is set)' if said_offline() else ''}. Run this where there is "
+                         f"network and copy {args.out} here (training reads the shards in it), or download the "
+                         f"sample-10BT parquet files elsewhere and prepare them here with `gptlab prepare --input "
+                         f"DIR --out {args.out}`; runs without prepared data train on the embedded corpus")
     try:
         from datasets import load_dataset
     except ImportError:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 
 import torch
@@ -50,6 +51,7 @@ from tqdm import tqdm
 from gptlab.core.config import GPT2_VOCAB
 from gptlab.data.tokenizer import EOT, gpt2_encoding
 from gptlab.models.gpt import sample_next
+from gptlab.network import HUB, offline_environment, reachable, said_offline
 from gptlab.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, model_from_state
 from gptlab.training.distributed import DeviceError, check_device, default_device
 
@@ -305,13 +307,26 @@ register()
 
 def main(argv: list[str] | None = None) -> int:
     """lm-eval's own command line, with --model gptlab registered; its errors for a bad
-    checkpoint or model_arg are printed as one line."""
+    checkpoint or model_arg are printed as one line. Where the Hugging Face hub cannot be reached,
+    the command runs on the datasets' cache alone (it starts again with HF's offline switches, which
+    the libraries read when imported) and a dataset missing from it is one error saying what to do."""
     from lm_eval.__main__ import cli_evaluate
-    sys.argv = ["lm_eval", *(sys.argv[1:] if argv is None else argv)]
+    args = sys.argv[1:] if argv is None else argv
+    if argv is None and not said_offline() and not reachable(HUB):
+        os.execve(sys.executable, [sys.executable, "-m", "gptlab.evaluation.harness", *args], offline_environment())
+    sys.argv = ["lm_eval", *args]
     try:
         cli_evaluate()
     except (HarnessError, CheckpointError, DeviceError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - offline, a task's dataset that is not cached fails in its library
+        if not said_offline():
+            raise
+        print(f"error: lm-eval could not load a task's data ({type(e).__name__}: {str(e).splitlines()[0][:200]}). "
+              f"The Hugging Face hub ({HUB}) cannot be reached from here, so its datasets come from the cache only "
+              f"(~/.cache/huggingface, or $HF_HOME): run the same command once where there is network and copy the "
+              f"cache here, or give a task of your own reading local files (--include_path DIR)", file=sys.stderr)
         return 2
     return 0
 

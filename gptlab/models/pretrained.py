@@ -21,6 +21,7 @@ from torch import Tensor
 from gptlab.core.config import GPTConfig
 from gptlab.core.experiment import load_experiment
 from gptlab.models.gpt import GPT, build_gpt
+from gptlab.network import HUB, hub_offline, said_offline
 
 # (n_layer, n_head, n_embd) of OpenAI's published checkpoints, by their Hugging Face names
 GPT2_SIZES = {
@@ -58,18 +59,19 @@ def load_gpt2(source: str) -> tuple[GPTConfig, dict[str, Tensor]]:
                           for name, (n_layer, n_head, n_embd) in GPT2_SIZES.items())
         raise PretrainedError(f"{source!r} is neither a published GPT-2 nor an existing directory; "
                               f"pass one of {sizes}, or a directory written by save_pretrained")
+    offline = not is_directory and hub_offline()  # then the cache only: at once, not after a minute of retries
     try:
-        hf_config = transformers.GPT2Config.from_pretrained(location)
+        hf_config = transformers.GPT2Config.from_pretrained(location, local_files_only=offline)
         problems = unsupported_features(hf_config)
         if problems:
             raise PretrainedError(f"{source} is a GPT-2 that gptlab's baseline cannot express exactly:\n  - "
                                   + "\n  - ".join(problems))
-        hf_model = transformers.GPT2LMHeadModel.from_pretrained(location, config=hf_config)
+        hf_model = transformers.GPT2LMHeadModel.from_pretrained(location, config=hf_config, local_files_only=offline)
     except OSError as e:
         if is_directory:
             raise PretrainedError(f"cannot read the GPT-2 weights in {source} ({_first_line(e)}); a directory "
                                   f"needs model.safetensors or pytorch_model.bin next to config.json") from None
-        raise PretrainedError(unreachable(source, e)) from None
+        raise PretrainedError(unreachable(source, e, offline)) from None
     # vocab_size stays the checkpoint's (50257), not padded to a multiple of 128: a padded row of
     # lm_head filled with zeros would score logit 0, far above GPT-2's real logits (tens below
     # zero), and take most of the softmax's mass, changing every loss and probability
@@ -145,12 +147,15 @@ def check_gpt2_directory(directory: Path) -> None:
                               f"gptlab imports GPT-2 checkpoints only (model_type 'gpt2')")
 
 
-def unreachable(source: str, error: OSError) -> str:
+def unreachable(source: str, error: OSError, offline: bool = False) -> str:
     """Why a published size could not be loaded, and the two ways to get it onto this machine."""
-    return (f"cannot load {source} from the Hugging Face cache or hub ({_first_line(error)}). Where there is "
-            f"network, download it with `hf download {source}` (older huggingface_hub: `huggingface-cli download "
-            f"{source}`) and copy the cache (~/.cache/huggingface) here, or save it with "
-            f"`GPT2LMHeadModel.from_pretrained({source!r}).save_pretrained(DIR)` and pass DIR")
+    where = (f"it is not in the Hugging Face cache, and the hub ({HUB}) cannot be reached from here"
+             + (" (HF_HUB_OFFLINE is set)" if said_offline() else "") if offline
+             else f"from the Hugging Face cache or hub: {_first_line(error)}")
+    return (f"cannot load {source}: {where}. Where there is network, download it with `hf download {source}` "
+            f"(older huggingface_hub: `huggingface-cli download {source}`) and copy the cache (~/.cache/huggingface, "
+            f"or $HF_HOME) here, or save it with `GPT2LMHeadModel.from_pretrained({source!r}).save_pretrained(DIR)` "
+            f"and pass DIR")
 
 
 def _first_line(error: Exception) -> str:
