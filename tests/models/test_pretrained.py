@@ -170,6 +170,6 @@ def test_a_published_size_out_of_reach_says_how_to_get_it(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode != 0
-    assert "PretrainedError: cannot load gpt2 from the Hugging Face cache or hub" in result.stderr
+    assert "PretrainedError: cannot load gpt2: it is not in the Hugging Face cache" in result.stderr
     assert "hf download gpt2" in result.stderr
     assert "save_pretrained(DIR)" in result.stderr
