@@ -70,3 +70,17 @@ def fill(directory, leave: int = 0) -> None:
     free = shutil.disk_usage(directory).free
     with open(directory / "filler", "wb") as f:
         f.write(b"\0" * max(0, free - leave))
+
+
+@pytest.fixture
+def one_thread(monkeypatch):
+    """One CPU thread for this test and the processes it starts. PyTorch's multi-threaded CPU kernels
+    can differ in the last bit from one process to the next on some CPUs (measured on a 2-core Xeon:
+    2 of 16 fresh processes of one fixed training loop), and training amplifies that; a test of
+    bitwise resume checks the checkpoint and its rules, not the kernels, so it runs them on one thread."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

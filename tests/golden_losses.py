@@ -22,8 +22,15 @@ from gptlab.training.logger import read_log
 EXPERIMENTS = ["baseline", "rope", "alibi", "mla"]
 ARGS = ["--preset", "smoke", "train.hellaswag=false"]
 PATH = Path(__file__).parent / "assets" / "golden_losses.json"
-# logs print six decimals; thread counts change the float order by less than one unit of the last
-TOLERANCE = 1e-6
+# logs print six decimals. The first steps agree to their last digit on every machine measured; later, a
+# float summed in another order (the thread count, a CPU's kernels, and on a 2-core Xeon even one fresh
+# process against the next) moves a digit at some step, and training amplifies it: measured up to 4.5e-4
+# in a train loss and 1.1e-4 in the final val loss by step 50, never above 2e-6 before step 20
+TOLERANCE = 1e-6  # steps 0-2: the default tier's check
+
+
+def tolerance(step: int) -> float:
+    return TOLERANCE if step <= 2 else 1e-5 if step < 20 else 1e-3
 
 
 def losses(experiment: str, log_dir: Path, *extra: str) -> dict[str, list[list[float]]]:

@@ -53,7 +53,7 @@ def test_a_study_trains_reports_and_skips_what_is_complete(tmp_path):
 
 
 @pytest.mark.long
-def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_path):
+def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_path, one_thread):
     out = tmp_path / "study"
     args = [sys.executable, "-m", "gptlab.study", "--experiments", "rope", "--seeds", "2", "--out", str(out), *TINY,
             "train.max_steps=12"]
@@ -80,7 +80,7 @@ def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_pa
 
 
 @pytest.mark.long
-def test_a_sweep_study_killed_and_restarted_ends_with_the_numbers_of_one_never_stopped(tmp_path):
+def test_a_sweep_study_killed_and_restarted_ends_with_the_numbers_of_one_never_stopped(tmp_path, one_thread):
     """--lr-sweep: the sweep, the seeds at the shared rate and the seeds at each tuned rate; SIGTERM in the middle
     of the sweep, the same command again, and every run's final val loss equals an uninterrupted study's."""
     sweep = ["--experiments", "baseline", "rope", "--seeds", "2", "--lr-sweep", "0.5,1,2", *TINY]

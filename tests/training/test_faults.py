@@ -42,7 +42,7 @@ def complete_checkpoints(run_dir: Path) -> list[Path]:
 
 
 @pytest.mark.long
-def test_run_killed_again_and_again_ends_with_the_uninterrupted_weights(tmp_path, capsys):
+def test_run_killed_again_and_again_ends_with_the_uninterrupted_weights(tmp_path, capsys, one_thread):
     reference = subprocess.run([sys.executable, *ARGS, "--log-dir", str(tmp_path / "ref")], capture_output=True,
                                text=True, timeout=300)
     assert reference.returncode == 0, reference.stderr

@@ -31,7 +31,7 @@ def wait_for_line(log: Path, line: str, proc, timeout: float = 120.0) -> None:
 
 @pytest.mark.long
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
-def test_a_signal_saves_at_the_next_step_and_the_resumed_run_is_bitwise_identical(tmp_path, sig):
+def test_a_signal_saves_at_the_next_step_and_the_resumed_run_is_bitwise_identical(tmp_path, sig, one_thread):
     whole = subprocess.run([sys.executable, str(REPO_ROOT / "train.py"), *ARGS, "--log-dir", str(tmp_path / "whole")],
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr

@@ -36,7 +36,7 @@ def final_state(log_dir: Path, step: int = 6) -> dict:
 
 
 @pytest.mark.long  # the default tier's longest run; the SIGKILL tests resume bitwise too
-def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path):
+def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path, one_thread):
     assert main([*BASE, "--log-dir", str(tmp_path / "whole")]) == 0
     assert main([*BASE, "--log-dir", str(tmp_path / "split"), "train.stop_at=4"]) == 0
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "split")] == ["model_00004.pt", "model_00003.pt"]
@@ -50,7 +50,7 @@ def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path):
 
 
 @pytest.mark.long
-def test_two_process_ddp_resume_is_bitwise_identical(tmp_path):
+def test_two_process_ddp_resume_is_bitwise_identical(tmp_path, one_thread):
     def torchrun(*args):
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                                  str(REPO_ROOT / "train.py"), *BASE, *args], capture_output=True, text=True, timeout=300)

@@ -261,7 +261,8 @@ def assert_tensorboard_matches_log(log_dir: Path) -> dict[str, list[tuple[int, f
 def test_tensorboard_event_files_hold_log_txt_and_continue_after_a_resume(tmp_path):
     pytest.importorskip("tensorboard")
     log_dir = tmp_path / "run"
-    args = [*SMOKE, "--max-steps", "6", "train.eval_interval=3", "train.tensorboard=true", "--log-dir", str(log_dir)]
+    args = [*SMOKE, "--max-steps", "6", "train.eval_interval=3", "train.val_interval=0", "train.tensorboard=true",
+            "--log-dir", str(log_dir)]
     assert main([*args, "train.stop_at=4"]) == 0
     events = assert_tensorboard_matches_log(log_dir)
     assert [s for s, _ in events["train"]] == [0, 1, 2, 3] and [s for s, _ in events["val"]] == [0, 3]
@@ -327,7 +328,8 @@ def test_wandb_offline_run_holds_log_txt_and_a_resumed_run_continues_it(tmp_path
     pytest.importorskip("wandb")
     env, log_dir, cwd = wandb_env(tmp_path), tmp_path / "run", tmp_path / "cwd"
     cwd.mkdir()
-    args = [*SMOKE, "--max-steps", "8", "train.eval_interval=3", "train.wandb=gptlab-test", "--log-dir", str(log_dir)]
+    args = [*SMOKE, "--max-steps", "8", "train.eval_interval=3", "train.val_interval=0", "train.wandb=gptlab-test",
+            "--log-dir", str(log_dir)]
     first = train_py(*args, "train.stop_at=3", env=env, cwd=cwd)
     assert first.returncode == 0, first.stderr
     run_id = torch.load(log_dir / "model_00003.pt", weights_only=True)["wandb_run_id"]
