@@ -9,7 +9,8 @@ from gptlab.paths import REPO_ROOT
 PACKAGE = REPO_ROOT / "gptlab"
 # each layer, and the layers above it that it must never import
 LOWER = {"gptlab.core": ("gptlab.models", "gptlab.training", "gptlab.study", "gptlab.reporting", "gptlab.evaluation"),
-         "gptlab.modules": ("gptlab.models", "gptlab.training", "gptlab.study", "gptlab.reporting", "gptlab.evaluation")}
+         "gptlab.modules": ("gptlab.models", "gptlab.training", "gptlab.study", "gptlab.reporting", "gptlab.evaluation"),
+         "gptlab.optim": ("gptlab.models", "gptlab.training", "gptlab.study", "gptlab.reporting", "gptlab.evaluation")}
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -92,7 +92,8 @@ def contenders_for(names: list[str], size: dict, notes: list[str]) -> list[steps
                          f"n_kv_head={fields['n_kv_head']}")
         torch.manual_seed(0)
         model = build_gpt(exp, replace_config(exp.model_config, **fields))
-        result.append(steps.Contender(name, model, lambda m, x, y: m(x, y).loss, model.flops_per_token(size["seq_len"])))
+        result.append(steps.Contender(name, model, lambda m, x, y: m(x, y).loss, model.flops_per_token(size["seq_len"]),
+                                      optimizer_class=exp.optimizer_class))
     return result
 
 
@@ -163,7 +164,8 @@ def format_training(rows: list[dict]) -> str:
     base = next((r for r in rows if r["name"] == "baseline" and "error" not in r), None)
     head = ("| model | params | FLOPs/token | tok/s | IQR | vs plain GPT-2 | FLOP/s | FLOP/s vs baseline | "
             "MFU (measured peak) | MFU (data sheet) | data wait | peak memory |")
-    lines = ["training steps (forward, backward, clip, AdamW):", head, "|" + "---|" * (head.count("|") - 1)]
+    lines = ["training steps (forward, backward, clip, the experiment's optimizer: AdamW unless named; FLOPs/token "
+             "include an optimizer's own matmuls):", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['name']} | error: {r['error']} |" + " |" * 10)
@@ -171,7 +173,8 @@ def format_training(rows: list[dict]) -> str:
         q1, q3 = r["tokens_per_second_iqr"]
         sheet = f"{100 * r['mfu_data_sheet']:.1f}%" if r["mfu_data_sheet"] is not None else "-"
         memory = f"{r['peak_memory_bytes'] / 2 ** 30:.2f} GiB" if r["peak_memory_bytes"] is not None else "-"
-        lines.append(f"| {r['name']} | {r['params'] / 1e6:.2f}M | {r['flops_per_token'] / 1e6:.1f}M | "
+        name = r["name"] + (f" ({r['optimizer']})" if r.get("optimizer") not in (None, "AdamW") else "")
+        lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['flops_per_token'] / 1e6:.1f}M | "
                      f"{r['tokens_per_second']:,.0f} | {q1:,.0f}-{q3:,.0f} | "
                      f"{ratio(r['tokens_per_second'], ref and ref['tokens_per_second'])} | "
                      f"{flops_text(r['flops_per_second'])} | "

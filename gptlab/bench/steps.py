@@ -1,4 +1,4 @@
-"""Training-step throughput: forward, backward, gradient clipping and AdamW, as the trainer
+"""Training-step throughput: forward, backward, gradient clipping and the optimizer step, as the trainer
 takes them, timed for several models in one process with the models interleaved (one step
 of each in turn, the order rotated every round) so that whatever else the machine is doing
 slows all of them alike."""
@@ -16,7 +16,10 @@ import torch
 from torch import nn
 
 from gptlab.bench.peak import synchronize
+from gptlab.core.config import TrainingConfig
 from gptlab.data.loader import DeviceBatches, TokenLoader
+from gptlab.optim import optimizer_class
+from gptlab.training.trainer import clip_gradients
 
 
 @dataclass
@@ -28,6 +31,7 @@ class Contender:
     flops_per_token: int
     runner: nn.Module | None = None  # what the steps call: the model, or the model compiled
     batches: DeviceBatches | None = None
+    optimizer_class: type | None = None  # an experiment's optimizer (gptlab.optim); None: the recipe's AdamW
     optimizer: torch.optim.Optimizer | None = None
     step_seconds: list[float] = field(default_factory=list)
     data_seconds: list[float] = field(default_factory=list)
@@ -41,7 +45,8 @@ class Contender:
         tokens_per_second = statistics.median(rates)
         q1, q3 = (float(np.percentile(rates, q)) for q in (25, 75))
         flops = self.flops_per_token * tokens_per_second
-        return {"name": self.name, "params": sum(p.numel() for p in self.model.parameters()),
+        return {"name": self.name, "optimizer": getattr(self.optimizer_class, "__name__", "AdamW"),
+                "params": sum(p.numel() for p in self.model.parameters()),
                 "flops_per_token": self.flops_per_token, "tokens_per_second": tokens_per_second,
                 "tokens_per_second_iqr": [q1, q3], "steps": len(rates), "flops_per_second": flops,
                 "mfu_measured_peak": flops / peak["flops"], "mfu_data_sheet": flops / sheet["flops"] if sheet else None,
@@ -55,13 +60,20 @@ def random_tokens(vocab_size: int, n: int, seed: int = 0) -> np.ndarray:
 
 def prepare(c: Contender, device: torch.device, tokens: np.ndarray, batch: int, seq_len: int,
             compile_model: bool) -> None:
-    """The model on the device, its AdamW (fused on CUDA, decay on matrices only, as the
-    trainer's), compiled when asked, reading its own TokenLoader of the shared tokens."""
+    """The model on the device, its optimizer as the trainer builds it (the experiment's, with the
+    recipe's settings; the reference's is the recipe's AdamW: fused on CUDA, decay on matrices
+    only), compiled when asked, reading its own TokenLoader of the shared tokens. An optimizer's
+    own FLOPs (Muon's Newton-Schulz iterations) join the model's, per token of a step."""
     c.model.to(device).train()
-    matrices = [p for p in c.model.parameters() if p.dim() >= 2]
-    others = [p for p in c.model.parameters() if p.dim() < 2]
-    c.optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": 0.1}, {"params": others, "weight_decay": 0.0}],
-                                    lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
+    if c.optimizer_class is None:
+        matrices = [p for p in c.model.parameters() if p.dim() >= 2]
+        others = [p for p in c.model.parameters() if p.dim() < 2]
+        c.optimizer = torch.optim.AdamW([{"params": matrices, "weight_decay": 0.1},
+                                         {"params": others, "weight_decay": 0.0}],
+                                        lr=6e-4, betas=(0.9, 0.95), eps=1e-8, fused=device.type == "cuda")
+    else:
+        c.optimizer = optimizer_class(c.optimizer_class)(c.model, TrainingConfig(), device.type)
+        c.flops_per_token += round(c.optimizer.flops_per_step() / (batch * seq_len))
     c.batches = DeviceBatches(TokenLoader([tokens], batch, seq_len, name="benchmark tokens"), device)
     c.runner = torch.compile(c.model) if compile_model else c.model
 
@@ -75,7 +87,10 @@ def train_step(c: Contender, device: torch.device, autocast) -> tuple[float, flo
     with autocast:
         loss = c.loss(c.runner, x, y)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(c.model.parameters(), 1.0)
+    if c.optimizer_class is None:
+        torch.nn.utils.clip_grad_norm_(c.model.parameters(), 1.0)
+    else:
+        clip_gradients(c.model, c.optimizer, 1.0)
     c.optimizer.step()
     c.optimizer.zero_grad(set_to_none=True)
     synchronize(device)

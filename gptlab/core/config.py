@@ -126,7 +126,15 @@ class TrainingConfig:
     weight_decay: float = 0.1  # applied to 2-D weights only
     beta1: float = 0.9
     beta2: float = 0.95
-    grad_clip: float = 1.0  # 0 disables clipping
+    grad_clip: float = 1.0  # 0 disables clipping (of the parameters AdamW updates, under Muon)
+    # Muon (gptlab.optim.Muon): read only when the experiment's OPTIMIZER_CLASS is Muon, which updates the blocks'
+    # matrices with them and the rest with AdamW (max_lr, weight_decay, beta1, beta2)
+    muon_lr: float = 0.02  # peak learning rate of the matrices (the schedule scales it as it scales max_lr)
+    muon_weight_decay: float = 0.0  # decoupled: W -= lr * wd * W
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_ns_steps: int = 5  # Newton-Schulz iterations
+    muon_adjust_lr_fn: str = "original"  # "original" (Keller Jordan's) or "match_rms_adamw" (Moonshot's)
     eval_interval: int = 250  # validation, HellaSwag, samples and a checkpoint every this many steps
     val_interval: int = 0  # the validation loss alone, also every this many steps (curves of short runs); 0 = off
     # tokens of the validation split scored at each evaluation (whole sequences of sequence_length, from

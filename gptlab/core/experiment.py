@@ -1,7 +1,8 @@
 """Experiments: `experiments/NAME.py` files that name the components they change.
 
 An experiment file may set MODEL_CONFIG, ATTENTION_CLASS, POSITION_ENCODING_CLASS,
-MLP_CLASS, NORM_CLASS and TRAINING_CONFIG; each absent name takes the baseline's value.
+MLP_CLASS, NORM_CLASS, OPTIMIZER_CLASS and TRAINING_CONFIG; each absent name takes the
+baseline's value.
 `load_experiment` checks everything before anything is built and raises one
 `ExperimentError` that lists every problem.
 """
@@ -16,12 +17,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, unknown_field_error
 from gptlab.modules.attention import Attention, BaseAttention
 from gptlab.modules.mlp import MLP
 from gptlab.modules.position import LearnedPositionEncoding, PositionEncoding
+from gptlab.optim import AdamW, Optimizer
 from gptlab.paths import EXPERIMENTS_DIR
 
 
@@ -31,6 +34,7 @@ DEFAULTS = {
     "POSITION_ENCODING_CLASS": LearnedPositionEncoding,
     "MLP_CLASS": MLP,
     "NORM_CLASS": nn.LayerNorm,
+    "OPTIMIZER_CLASS": AdamW,
     "TRAINING_CONFIG": TrainingConfig(),
 }
 
@@ -40,20 +44,24 @@ _KINDS = {
     "POSITION_ENCODING_CLASS": (PositionEncoding, "a position encoding (a subclass of gptlab.modules.PositionEncoding)"),
     "MLP_CLASS": (nn.Module, "an MLP class (an nn.Module built as cls(config))"),
     "NORM_CLASS": (nn.Module, "a norm class (an nn.Module built as cls(n_embd))"),
+    "OPTIMIZER_CLASS": ((Optimizer, torch.optim.Optimizer), "an optimizer (a subclass of gptlab.optim.Optimizer, "
+                        "such as AdamW or Muon, or of torch.optim.Optimizer)"),
 }
 # the framework's own kinds, so that a class given to the wrong slot is named as such
 _KNOWN_KINDS = [(Attention, "ATTENTION_CLASS", "an attention class"),
                 (PositionEncoding, "POSITION_ENCODING_CLASS", "a position encoding"),
                 (MLP, "MLP_CLASS", "an MLP class"),
-                ((nn.LayerNorm, nn.RMSNorm), "NORM_CLASS", "a norm class")]
+                ((nn.LayerNorm, nn.RMSNorm), "NORM_CLASS", "a norm class"),
+                ((Optimizer, torch.optim.Optimizer), "OPTIMIZER_CLASS", "an optimizer")]
 
 
 class ExperimentError(ValueError):
     """An experiment cannot be loaded; the message says what is wrong and what to do."""
 
 
-# the component slots of an experiment, as GPT takes them
+# the component slots of an experiment, as GPT takes them; and the optimizer's
 SLOTS = ("attention_class", "position_encoding_class", "mlp_class", "norm_class")
+OPTIMIZER_SLOT = "optimizer_class"
 
 
 @dataclass
@@ -66,14 +74,15 @@ class Experiment:
     mlp_class: type
     norm_class: type
     training_config: TrainingConfig
+    optimizer_class: type = AdamW
 
     def components(self) -> dict[str, type]:
+        """The model's component classes, as GPT takes them."""
         return {slot: getattr(self, slot) for slot in SLOTS}
 
     def class_names(self) -> dict[str, str]:
-        """Each component's full dotted name, as logs and checkpoints record it."""
-        return {slot: class_path(cls) for slot, cls in self.components().items()}
-
+        """Each component's full dotted name, the optimizer's too, as logs and checkpoints record them."""
+        return {slot: class_path(cls) for slot, cls in {**self.components(), OPTIMIZER_SLOT: self.optimizer_class}.items()}
 
 
 def class_path(cls: type) -> str:
@@ -104,9 +113,19 @@ def find_class(dotted: str, experiment_path: Path | str) -> type:
     return found
 
 
+def recorded_classes(record: dict) -> dict[str, str]:
+    """The class names a log or checkpoint recorded of an experiment; the optimizer's is AdamW's
+    where it was recorded before the optimizer became a component."""
+    names = {slot: record.get(slot) for slot in (*SLOTS, OPTIMIZER_SLOT)}
+    names[OPTIMIZER_SLOT] = names[OPTIMIZER_SLOT] or class_path(AdamW)
+    return names
+
+
 def experiment_from_record(record: dict, model_config: GPTConfig, training_config: TrainingConfig) -> Experiment:
     """The experiment a log or checkpoint recorded, its classes found again by name."""
     classes = {slot: find_class(record[slot], record["path"]) for slot in SLOTS}
+    if record.get(OPTIMIZER_SLOT):  # recorded since the optimizer became a component; AdamW before
+        classes[OPTIMIZER_SLOT] = find_class(record[OPTIMIZER_SLOT], record["path"])
     return Experiment(name=record["name"], path=Path(record["path"]), model_config=model_config,
                       training_config=training_config, **classes)
 
@@ -155,7 +174,7 @@ def load_experiment(name_or_path: str | Path) -> Experiment:
                       attention_class=values["ATTENTION_CLASS"],
                       position_encoding_class=values["POSITION_ENCODING_CLASS"],
                       mlp_class=values["MLP_CLASS"], norm_class=values["NORM_CLASS"],
-                      training_config=values["TRAINING_CONFIG"])
+                      training_config=values["TRAINING_CONFIG"], optimizer_class=values["OPTIMIZER_CLASS"])
 
 
 def _module_name(path: Path) -> str:
@@ -189,7 +208,8 @@ def _not_a_setting(name: str, value) -> str | None:
     if name.startswith("_"):
         return None
     is_config = isinstance(value, (GPTConfig, TrainingConfig))
-    is_component = isinstance(value, type) and issubclass(value, nn.Module) and value.__name__ != name
+    is_component = (isinstance(value, type) and issubclass(value, (nn.Module, Optimizer, torch.optim.Optimizer))
+                    and value.__name__ != name)
     close = difflib.get_close_matches(name.upper(), DEFAULTS, n=1, cutoff=0.75)
     if not (is_config or is_component or (name.isupper() and close)):
         return None

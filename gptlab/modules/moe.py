@@ -53,6 +53,7 @@ class MoE(nn.Module):
     expert_class: type[nn.Module] = MLP
     config_fields = ("mlp_hidden", "n_experts", "moe_top_k", "moe_capacity_factor", "moe_jitter",
                      "moe_balance_weight", "moe_z_weight")
+    adamw_params = ("router.weight",)  # under Muon: a router's few outputs are a softmax's logits, not hidden states
 
     def __init__(self, config: GPTConfig):
         super().__init__()

@@ -379,6 +379,9 @@ def row_cells(row: Row, base: Row, table: Table) -> list[str]:
     base_data = {r.get("data_fingerprint") for r in base.runs}
     if any(r.get("data_fingerprint") not in base_data for r in row.runs):
         notes.append("UNFAIR: other data than the baseline's (data fingerprint)")
+    optimizer = (first.get("classes") or {}).get("optimizer_class")
+    if optimizer and not optimizer.endswith(".AdamW"):  # the recipe's optimizer goes unsaid
+        notes.append(f"optimizer {optimizer.rsplit('.', 1)[-1]}")
     if row.confounded:
         notes.append(f"CONFOUNDED: differs from the baseline in {', '.join(row.confounded)}, which its experiment "
                      f"file does not name: the difference is not the experiment's alone")

@@ -7,7 +7,8 @@ batch, and is evaluated on the same validation tokens and HellaSwag examples. An
 file that changes any of these (its TRAINING_CONFIG) is refused, naming the experiment and the
 fields, unless the study allows it; the report then marks those rows. A variant that the preset
 or the overrides turned into the baseline's model is refused. A learning-rate sweep varies
-max_lr, the one fair field it may: every experiment at every multiplier of the shared rate.
+the learning rates of each experiment's optimizer (max_lr, and Muon's muon_lr with it), the one
+fair setting it may: every experiment at every multiplier of its rates.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig
-from gptlab.core.experiment import ExperimentError
+from gptlab.core.experiment import ExperimentError, recorded_classes
+from gptlab.optim import optimizer_class
 from gptlab.paths import LOG_ROOT, STUDIES_DIR
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Run
@@ -223,8 +225,9 @@ def _planned(study: Study, first: dict[str, Run], name: str, seed: int, multipli
     base, own = first[study.baseline], first[name]
     overrides = list(study.overrides)
     where = study.root / own.experiment.name
-    if multiplier != 1.0:
-        overrides.append(f"train.max_lr={own.train_config.max_lr * multiplier!r}")
+    if multiplier != 1.0:  # each of the experiment's optimizer's learning rates, by the same factor
+        overrides += [f"train.{f}={getattr(own.train_config, f) * multiplier!r}"
+                      for f in optimizer_class(own.experiment.optimizer_class).lr_fields]
         where = where / lr_dir_name(multiplier)
     run = plan_run(name, study.preset, overrides, seed=seed, quiet=True, log_dir=where / seed_dir_name(seed))
     return PlannedRun(name, seed, run, differences(run, base), unfair_fields(own, base), overrides, multiplier,
@@ -295,8 +298,9 @@ def check_existing(runs: list[PlannedRun]) -> None:
                **{f"train.{k}": getattr(planned.run.train_config, k) for k in FAIR_FIELDS + ("seed",)},
                **planned.run.experiment.class_names()}
         was = {**{f"model.{k}": v for k, v in record["model_config"].items()},
-               **{f"train.{k}": (record.get("training_config") or {}).get(k) for k in FAIR_FIELDS + ("seed",)},
-               **(record.get("classes") or {})}
+               **{f"train.{k}": (record.get("training_config") or {}).get(k, getattr(TrainingConfig(), k))
+                  for k in FAIR_FIELDS + ("seed",)},
+               **recorded_classes(record.get("classes") or {})}
         changed = [f"{k} {was.get(k)!r} -> {v!r}" for k, v in now.items() if was.get(k) != v]
         if changed:
             problems.append(f"{planned.log_dir} holds a run of other settings: {', '.join(changed[:6])}"
@@ -308,7 +312,10 @@ def check_existing(runs: list[PlannedRun]) -> None:
 
 
 def unfair_fields(run: Run, base: Run) -> list[str]:
-    return [f for f in FAIR_FIELDS if getattr(run.train_config, f) != getattr(base.train_config, f)]
+    """Fair fields the run changes from the baseline's; an optimizer's own settings (Muon's muon_lr,
+    ...) are part of choosing that optimizer, a declared difference like a component's."""
+    own = set(optimizer_class(run.experiment.optimizer_class).config_fields)
+    return [f for f in FAIR_FIELDS if f not in own and getattr(run.train_config, f) != getattr(base.train_config, f)]
 
 
 def differences(run: Run, base: Run) -> dict:
@@ -318,4 +325,7 @@ def differences(run: Run, base: Run) -> dict:
                if getattr(run.model_config, f.name) != getattr(base.model_config, f.name)}
     mine, theirs = run.experiment.class_names(), base.experiment.class_names()
     differs.update({slot: [theirs[slot], mine[slot]] for slot in mine if mine[slot] != theirs[slot]})
+    for f in optimizer_class(run.experiment.optimizer_class).config_fields:  # the optimizer's own settings
+        if getattr(run.train_config, f) != getattr(base.train_config, f):
+            differs[f"train.{f}"] = [getattr(base.train_config, f), getattr(run.train_config, f)]
     return differs

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from gptlab.core.config import GPTConfig, TrainingConfig
-from gptlab.core.experiment import Experiment, ExperimentError, experiment_from_record
+from gptlab.core.experiment import Experiment, ExperimentError, experiment_from_record, recorded_classes
 from gptlab.files import atomic_write, atomic_write_text, disk_full, remove_temporaries, write_failure
 from gptlab.models.gpt import build_gpt
 from gptlab.training.distributed import Dist, barrier
@@ -249,9 +249,10 @@ def check_resumable(state: dict, run) -> None:
     saved_exp = state["experiment"]
     if saved_exp["name"] != run.experiment.name:
         problems.append(f"it belongs to experiment {saved_exp['name']!r}, not {run.experiment.name!r}")
+    saved_classes = recorded_classes(saved_exp)
     for slot, name in run.experiment.class_names().items():
-        if saved_exp.get(slot) != name:
-            problems.append(f"{slot} was {saved_exp.get(slot)}, now {name}")
+        if saved_classes.get(slot) != name:
+            problems.append(f"{slot} was {saved_classes.get(slot)}, now {name}")
     for label, saved, current, allowed in (("model", state["model_config"], run.model_config, set()),
                                            ("train", state["training_config"], run.train_config, RESUMABLE_CHANGES)):
         now, default = dataclasses.asdict(current), dataclasses.asdict(type(current)())

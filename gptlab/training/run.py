@@ -18,6 +18,7 @@ from gptlab.core.config import GPT2_VOCAB, GPTConfig, TrainingConfig, autocasts_
 from gptlab.core.experiment import Experiment
 from gptlab.data.tokenizer import gpt2_encoding
 from gptlab.paths import REPO_ROOT
+from gptlab.optim import AdamW, check_optimizer, optimizer_class
 from gptlab.training.distributed import Dist, peak_flops
 
 
@@ -68,9 +69,25 @@ def grad_accum_steps(train: TrainingConfig, world_size: int) -> int:
 def check_run(run: Run, world_size: int) -> None:
     """What can be known wrong before anything is written: the model's components against
     its config, and the batch shape against the model and the number of processes."""
-    from gptlab.models.gpt import check_components
+    from gptlab.models.gpt import build_gpt, check_components
     check_components(run.model_config, **run.experiment.components())
     cfg = run.train_config
+    problems = check_optimizer(run.experiment.optimizer_class, cfg)
+    optimizer = optimizer_class(run.experiment.optimizer_class)
+    if not problems and optimizer is not AdamW:  # which parameters it takes, on a model of shapes only
+        with torch.device("meta"):
+            try:
+                model = build_gpt(run.experiment, run.model_config)
+            except Exception:  # noqa: BLE001 - a component that cannot be built: the component check says why
+                model = None
+            try:
+                if model is not None:
+                    optimizer(model, cfg)
+            except ValueError as e:
+                problems.append(str(e))
+    if problems:
+        raise TrainingError(f"the optimizer {run.experiment.optimizer_class.__name__} cannot run:\n  - "
+                            + "\n  - ".join(problems))
     if cfg.hellaswag and cfg.hellaswag_file:
         from gptlab.evaluation.hellaswag import problem_with
         problem = problem_with(Path(cfg.hellaswag_file)) if Path(cfg.hellaswag_file).is_file() else "it is not a file"
@@ -112,7 +129,7 @@ def sources(experiment: Experiment) -> list[dict]:
     """The files that define the run and that no git commit records: the experiment file, and
     the file of every component class that is not gptlab's or PyTorch's; each with its text."""
     paths = [experiment.path]
-    for cls in experiment.components().values():
+    for cls in [*experiment.components().values(), experiment.optimizer_class]:
         if not cls.__module__.startswith(("gptlab.", "torch.")):
             try:
                 paths.append(Path(inspect.getsourcefile(cls)).resolve())
@@ -125,8 +142,14 @@ def sources(experiment: Experiment) -> list[dict]:
     return found
 
 
-def describe(run: Run, model, ctx: Dist, accum: int, data) -> dict:
-    """The run's description: the log header's lines and part of every checkpoint."""
+def describe(run: Run, model, ctx: Dist, accum: int, data, optimizer) -> dict:
+    """The run's description: the log header's lines and part of every checkpoint. FLOPs per token
+    are the model's training FLOPs and the optimizer's own (Muon's Newton-Schulz iterations) shared
+    out over the tokens of a step."""
+    breakdown = model.flops_breakdown(run.train_config.sequence_length)
+    update = round(optimizer.flops_per_step() / run.train_config.total_batch_size)
+    if update:
+        breakdown = {**breakdown, "optimizer": update}
     device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device
     return {
         "experiment": run.experiment_record(),
@@ -140,8 +163,9 @@ def describe(run: Run, model, ctx: Dist, accum: int, data) -> dict:
         "params": model.num_params(),
         "params_non_embedding": model.num_params(non_embedding=True),
         "params_active": model.active_params(),
-        "flops_per_token": model.flops_per_token(run.train_config.sequence_length),
-        "flops_breakdown": model.flops_breakdown(run.train_config.sequence_length),
+        "flops_per_token": model.flops_per_token(run.train_config.sequence_length) + update,
+        "flops_breakdown": breakdown,
+        "optimizer_flops_per_step": optimizer.flops_per_step(),
         "peak_flops": peak_flops(ctx),
         "kv_cache_bytes_per_token": model.kv_cache_bytes_per_token(),
         "batch": {"micro_batch": run.train_config.micro_batch_size, "sequence_length": run.train_config.sequence_length,

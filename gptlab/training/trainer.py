@@ -19,11 +19,12 @@ from gptlab.data.loader import DeviceBatches
 from gptlab.data.sources import open_data
 from gptlab.evaluation.evaluator import Evaluator
 from gptlab.models.gpt import build_gpt
+from gptlab.optim import optimizer_class
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.distributed import Dist, mean_over_ranks
 from gptlab.training.logger import RunLog
 from gptlab.training.metrics import Metrics
-from gptlab.training.optim import build_optimizer, learning_rate
+from gptlab.training.schedule import set_learning_rates
 from gptlab.training.preemption import Preempted, Preemption
 from gptlab.training.record import STUDY_ENV, RunRecord
 from gptlab.training.run import Diverged, Run, TrainingError, autocast_context, describe, grad_accum_steps
@@ -53,7 +54,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
                                 f"they were saved") from None
     run.init_weights = None
     model = model.to(device)
-    optimizer = build_optimizer(model, cfg, ctx.device_type)
+    optimizer = optimizer_class(run.experiment.optimizer_class)(model, cfg, ctx.device_type)
     batches = DeviceBatches(data.train, device)
     state = TrainState(model, optimizer, batches, ctx)
     resumed_at = run.resume_state["step"] if run.resume_state is not None else None
@@ -62,7 +63,7 @@ def train(run: Run, ctx: Dist, compile_model: bool = True) -> Path | None:
             print(f"the run is already complete: {run.resume} is at step {resumed_at} of {cfg.max_steps}")
         return run.resume
 
-    description = describe(run, model, ctx, accum, data)
+    description = describe(run, model, ctx, accum, data, optimizer)
     stop = min(cfg.stop_at or cfg.max_steps, cfg.max_steps)
     trackers = open_trackers(run, ctx, resumed_at)
     for tracker in trackers:  # the W&B run id goes into every checkpoint: a resume continues that run
@@ -156,10 +157,8 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
             mean_over_ranks(loss_accum, ctx)
             for value in extras.values():
                 mean_over_ranks(value, ctx)
-            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
-            lr = learning_rate(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            norm = clip_gradients(model, optimizer, cfg.grad_clip)
+            lr = set_learning_rates(optimizer, step, cfg)
             finite = bool(torch.isfinite(loss_accum).item() and torch.isfinite(norm).item())
             if finite:
                 optimizer.step()
@@ -177,6 +176,18 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
             metrics.training_step(step, loss_accum.item(), lr, norm.item(), dt, data_time,
                                   {name: value.item() for name, value in extras.items()})
             state.step += 1
+
+
+def clip_gradients(model, optimizer, max_norm: float) -> torch.Tensor:
+    """Clip the gradients the optimizer clips (every one, unless it says otherwise: Muon's matrices
+    are not) to max_norm (0: none); returns the norm of every gradient, before clipping."""
+    clipped = optimizer.clipped_parameters()
+    limit = max_norm if max_norm > 0 else math.inf
+    if clipped is None:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
+    norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    torch.nn.utils.clip_grad_norm_(clipped, limit)
+    return norm
 
 
 def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | None) -> None:

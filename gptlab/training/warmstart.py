@@ -15,7 +15,7 @@ import dataclasses
 from pathlib import Path
 
 from gptlab.core.config import GPTConfig, replace_config
-from gptlab.core.experiment import load_experiment
+from gptlab.core.experiment import OPTIMIZER_SLOT, load_experiment
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.run import TrainingError
 from gptlab.training.state import plain_weights
@@ -39,7 +39,7 @@ def load_warm_start(source: str, run) -> None:
     else:
         weights, record, config, classes = _from_checkpoint(Path(source).expanduser().resolve())
     problems = [f"{slot} is {theirs} there, {ours} here" for slot, ours in run.experiment.class_names().items()
-                if (theirs := classes.get(slot)) != ours]
+                if slot != OPTIMIZER_SLOT and (theirs := classes.get(slot)) != ours]  # weights only: any optimizer
     for field in dataclasses.fields(GPTConfig):
         theirs, ours = getattr(config, field.name), getattr(run.model_config, field.name)
         if field.name not in FREE_FIELDS and theirs != ours:

@@ -36,24 +36,30 @@ def final_state(log_dir: Path, step: int = 6) -> dict:
 
 
 @pytest.mark.long  # the default tier's longest run; the SIGKILL tests resume bitwise too
-def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path, one_thread):
-    assert main([*BASE, "--log-dir", str(tmp_path / "whole")]) == 0
-    assert main([*BASE, "--log-dir", str(tmp_path / "split"), "train.stop_at=4"]) == 0
+@pytest.mark.parametrize("experiment", ["baseline", "muon"])
+def test_stopped_and_resumed_run_is_bitwise_identical(tmp_path, experiment, one_thread):
+    base = [*BASE, "--experiment", experiment]
+    assert main([*base, "--log-dir", str(tmp_path / "whole")]) == 0
+    assert main([*base, "--log-dir", str(tmp_path / "split"), "train.stop_at=4"]) == 0
     assert [p.name for p in ckpt.list_checkpoints(tmp_path / "split")] == ["model_00004.pt", "model_00003.pt"]
-    assert main([*BASE, "--log-dir", str(tmp_path / "split"), "--resume", "auto"]) == 0
+    assert main([*base, "--log-dir", str(tmp_path / "split"), "--resume", "auto"]) == 0
     whole, split = final_state(tmp_path / "whole"), final_state(tmp_path / "split")
     assert_bitwise_equal(whole["model"], split["model"])
-    assert_bitwise_equal(whole["optimizer"]["state"], split["optimizer"]["state"])
+    assert_bitwise_equal(whole["optimizer"], split["optimizer"])  # Muon's momentum and AdamW's moments alike
+    if experiment == "muon":
+        assert set(whole["optimizer"]) == {"muon", "adamw"} and whole["experiment"]["optimizer_class"].endswith("Muon")
     assert whole["loader"] == split["loader"]
     # the log continues: every step's loss is there, the repeated ones identical
     assert read_log(tmp_path / "whole" / "log.txt")["train"] == read_log(tmp_path / "split" / "log.txt")["train"]
 
 
 @pytest.mark.long
-def test_two_process_ddp_resume_is_bitwise_identical(tmp_path, one_thread):
+@pytest.mark.parametrize("experiment", ["baseline", "muon"])
+def test_two_process_ddp_resume_is_bitwise_identical(tmp_path, experiment, one_thread):
     def torchrun(*args):
         result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                                 str(REPO_ROOT / "train.py"), *BASE, *args], capture_output=True, text=True, timeout=300)
+                                 str(REPO_ROOT / "train.py"), *BASE, "--experiment", experiment, *args],
+                                capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
 
     torchrun("--log-dir", str(tmp_path / "whole"))

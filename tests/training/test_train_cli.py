@@ -117,7 +117,7 @@ def test_a_mixture_of_experts_logs_its_balance_loss_load_and_drops(tmp_path, cap
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("experiment", ["baseline", "moe"])
+@pytest.mark.parametrize("experiment", ["baseline", "moe", "muon"])
 def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_path, experiment):
     # moe: every expert gets a gradient on every rank (zeros when it received no token), so DDP needs no
     # find_unused_parameters; capacity and the balance loss are per micro-batch, the same in both runs
@@ -130,18 +130,21 @@ def test_torchrun_two_ranks_match_one_process_with_the_same_global_batch(tmp_pat
     single = run_train("--log-dir", str(tmp_path / "single"), *common)
     assert single.returncode == 0, single.stderr
 
+    # Muon orthogonalises its update in bfloat16 (torch.optim.Muon): a gradient summed in another order (over ranks,
+    # or over micro-batches) rounds differently there, by up to 2^-8 of each update, so it agrees to that, not 1e-5
+    loss_tol, weight_tol = (2e-3, 5e-3) if experiment == "muon" else (1e-4, 1e-5)
     ddp_log, single_log = read_log(tmp_path / "ddp" / "log.txt"), read_log(tmp_path / "single" / "log.txt")
     # total batch 1024 = 8 x 64 x 2: one process accumulates 2 micro-batches, two ranks read one each
     assert "# batch" in (tmp_path / "ddp" / "log.txt").read_text()
     for key in ("train", "val"):
         for (s1, a), (s2, b) in zip(ddp_log[key], single_log[key], strict=True):
-            assert s1 == s2 and abs(a - b) < 1e-4, (key, s1, a, b)
+            assert s1 == s2 and abs(a - b) < loss_tol, (key, s1, a, b)
     assert all(spread == 0.0 for _, spread in ddp_log["rank_param_spread"])  # ranks hold identical weights
     a = torch.load(tmp_path / "ddp" / "model_00006.pt", weights_only=True)
     b = torch.load(tmp_path / "single" / "model_00006.pt", weights_only=True)
     assert len(a["rng"]) == 2 and a["loader"] == b["loader"]  # one position for every rank, as for one process
     for name in b["model"]:
-        torch.testing.assert_close(a["model"][name], b["model"][name], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(a["model"][name], b["model"][name], atol=weight_tol, rtol=1e-4)
 
 
 def test_plain_start_on_several_gpus_relaunches_under_torchrun():
@@ -175,7 +178,7 @@ def test_two_nodes_of_two_processes_match_one_process_with_the_same_global_batch
     assert '"processes": 4' in (tmp_path / "nodes" / "log.txt").read_text()
     for key in ("train", "val"):
         for (s1, a), (s2, b) in zip(nodes_log[key], single_log[key], strict=True):
-            assert s1 == s2 and abs(a - b) < 1e-4, (key, s1, a, b)
+            assert s1 == s2 and abs(a - b) < loss_tol, (key, s1, a, b)
 
 
 EXTRAS = """

@@ -1,7 +1,8 @@
 import math
 
 from gptlab import TrainingConfig
-from gptlab.training.optim import build_optimizer, learning_rate
+from gptlab.optim import AdamW, Muon
+from gptlab.training.schedule import learning_rate, set_learning_rates
 from tests.conftest import tiny_model
 
 
@@ -17,12 +18,13 @@ def test_schedule_warms_up_linearly_then_decays_by_cosine_to_ten_percent():
         assert math.isclose(learning_rate(step, cfg), 6e-5 + (6e-4 - 6e-5) * (1 + math.cos(math.pi * progress)) / 2)
 
 
-def test_weight_decay_only_on_two_dimensional_weights():
-    model = tiny_model("baseline")
-    optimizer = build_optimizer(model, TrainingConfig(), "cpu")
-    decayed, plain = optimizer.param_groups
-    names = {id(p): n for n, p in model.named_parameters()}
-    assert decayed["weight_decay"] == 0.1 and plain["weight_decay"] == 0.0
-    assert {names[id(p)] for p in decayed["params"]} == {n for n, p in model.named_parameters() if p.dim() == 2}
-    assert any(n.endswith("ln_1.weight") for n in (names[id(p)] for p in plain["params"]))
-    assert optimizer.defaults["betas"] == (0.9, 0.95)
+def test_every_group_follows_the_schedule_from_its_own_peak():
+    cfg = TrainingConfig(muon_lr=0.02)
+    optimizer = Muon(tiny_model("baseline"), cfg)
+    for step in (0, 300, 5000, 19073):
+        lr = set_learning_rates(optimizer, step, cfg)
+        assert lr == learning_rate(step, cfg)
+        muon, *adamw = optimizer.param_groups
+        assert math.isclose(muon["lr"], 0.02 * lr / 6e-4) and all(g["lr"] == lr for g in adamw)
+    plain = AdamW(tiny_model("baseline"), TrainingConfig())
+    assert all(g["lr"] == learning_rate(7, cfg) for g in (set_learning_rates(plain, 7, cfg), plain.param_groups)[1])

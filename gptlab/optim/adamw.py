@@ -1,0 +1,17 @@
+"""AdamW as the GPT-2 recipe uses it (build-nanogpt): betas 0.9/0.95, eps 1e-8, weight decay on
+the matrices (weights and embeddings) only, not on biases and norm gains; the fused kernel on CUDA."""
+
+from __future__ import annotations
+
+import torch
+
+from gptlab.optim.base import Optimizer, decay_groups, trainable
+
+
+class AdamW(Optimizer):
+    """Every parameter: lr train.max_lr, weight decay train.weight_decay on matrices, betas train.beta1/beta2."""
+
+    def build(self, model, train, device_type):
+        params = [p for _, p in trainable(model)]
+        return {"adamw": torch.optim.AdamW(decay_groups(params, train.weight_decay), lr=train.max_lr,
+                                           betas=(train.beta1, train.beta2), eps=1e-8, fused=device_type == "cuda")}
