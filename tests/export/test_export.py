@@ -23,7 +23,8 @@ from tests.evaluation.test_lengths import write_run
 EXPORTS = {"baseline": "GPT2LMHeadModel", "relu": "GPT2LMHeadModel", "silu": "GPT2LMHeadModel",
            "sine": "GPT2LMHeadModel", "nope": "GPT2LMHeadModel", "small_init": "GPT2LMHeadModel",
            "mqa": "GPTBigCodeForCausalLM", "rope": "GPTNeoXForCausalLM", "llama": "LlamaForCausalLM",
-           "deepseek_v2": "DeepseekV2ForCausalLM"}
+           "deepseek_v2": "DeepseekV2ForCausalLM",
+           "muon": "GPT2LMHeadModel", "llama_muon": "LlamaForCausalLM"}  # the optimizer leaves no trace in a model
 # the component no class computes alongside the rest of the experiment
 REFUSED = {"alibi": "ALiBi", "geglu": "GEGLU", "swiglu": "SwiGLU", "gqa": "GQAAttention", "mla": "MLAAttention",
            "rmsnorm": "RMSNorm", "qknorm": "QKNormAttention", "moe": "MoE"}

@@ -17,7 +17,8 @@ from tests.conftest import EXPERIMENTS
 
 # six heads: ALiBi's slopes for a head count that is not a power of two; GQA in groups of three
 SIZE = dict(n_layer=2, n_head=6, n_embd=48, block_size=24, vocab_size=61)
-EXTRA = {"gqa": dict(n_kv_head=2), "llama": dict(n_kv_head=2), "moe": dict(n_experts=4, moe_top_k=2)}
+EXTRA = {"gqa": dict(n_kv_head=2), "llama": dict(n_kv_head=2), "llama_muon": dict(n_kv_head=2),
+         "moe": dict(n_experts=4, moe_top_k=2)}
 CLOSE = dict(atol=1e-4, rtol=1e-4)  # RoPE rotates in float32 (as under bf16), the rest is float64
 
 
