@@ -32,6 +32,7 @@ class Command:
 COMMANDS = {
     "train": Command("gptlab.training.cli", "train an experiment, resume it, or sample from a checkpoint (train.py)"),
     "study": Command("gptlab.study.cli", "a baseline and its variants over seeds, trained fairly, then the report"),
+    "status": Command("gptlab.study.status", "every run of a study (local or SLURM) at a glance"),
     "report": Command("gptlab.reporting.report", "compare runs: a table (Markdown, CSV, JSON) and figures"),
     "plot": Command("gptlab.reporting.plots", "training curves of log.txt files, overlaid (plot_training_log.py)"),
     "bench": Command("gptlab.bench.cli", "training and generation speed of experiments, beside a plain GPT-2"),

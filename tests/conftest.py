@@ -38,7 +38,7 @@ def experiment_name(request):
 
 def pytest_collection_modifyitems(items):
     for item in items:  # the long tier is part of the slow one
-        if item.get_closest_marker("long"):
+        if item.get_closest_marker("long") or item.get_closest_marker("slurm"):
             item.add_marker(pytest.mark.slow)
 
 

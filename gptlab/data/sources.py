@@ -74,8 +74,8 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
         raise DataError(f"train.val_tokens={train.val_tokens:,} but the validation data ({', '.join(val_names)}) holds "
                         f"{available:,} tokens to score in sequences of {T}; "
                         + (f"lower it: train.val_tokens={fits}" if fits else
-                           f"that is not one sequence: prepare the corpus with a larger --val-ratio, or train with a "
-                           f"shorter train.sequence_length"))
+                           "that is not one sequence: prepare the corpus with a larger --val-ratio, or train with a "
+                           "shorter train.sequence_length"))
     return Data(train=train_loader, val=val_loader, description=description,
                 fingerprint=fingerprint({"train": (train_names, train_shards), "val": (val_names, val_shards)}))
 

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     out = exported.directory
     print(f"exported {checkpoint} (experiment {name}, step {state.get('step')}) to {out} as "
           f"{exported.family.hf_class}, {args.dtype}")
-    print(f"  checked: loaded back with transformers, " + check_summary(
+    print("  checked: loaded back with transformers, " + check_summary(
         exported.max_difference, exported.logit_scale, exported.probe_tokens, exported.rounding_difference, args.dtype))
     print(f"  use it:  AutoModelForCausalLM.from_pretrained({str(out)!r}); AutoTokenizer.from_pretrained({str(out)!r})")
     return 0

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from gptlab.core.config import ConfigError
 from gptlab.files import DirectoryLock
 from gptlab.core.experiment import ExperimentError
 from gptlab.study.plan import Study, StudyError, load_study, plan, plan_tuned
+from gptlab.study.slurm import SlurmError, SlurmOptions, submit
 from gptlab.training.presets import PRESETS
 
 EPILOG = """\
@@ -48,6 +48,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--parallel", action="store_true",
                    help="one run per GPU side by side, instead of each run on every GPU one after another")
     p.add_argument("--verbose", action="store_true", help="show each run's console output instead of console.txt")
+    p.add_argument("--launcher", choices=["local", "slurm"],
+                   help="where the runs train: local (this machine, the default) or slurm (one job array; see "
+                        "gptlab.study.slurm)")
+    p.add_argument("--slurm", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="SLURM settings of every task: partition, account, qos, time, nodes, gpus_per_node, "
+                        "cpus_per_task, mem, max_parallel, signal_seconds, preemption_retries, failure_retries, "
+                        "sbatch (an extra #SBATCH line; repeatable), setup (a shell line run first; repeatable), python")
+    p.add_argument("--dry-run", action="store_true", help="with --launcher slurm: print the sbatch script, submit nothing")
     p.add_argument("overrides", nargs="*", metavar="model.FIELD=VALUE|train.FIELD=VALUE")
     return p
 
@@ -63,11 +71,11 @@ def multipliers(text: str) -> list[float]:
 
 def resolve_study(args: argparse.Namespace) -> Study:
     flags = {"experiments": args.experiments, "seeds": args.seeds, "preset": args.preset, "baseline": args.baseline,
-             "out": args.out, "allow_unfair": args.allow_unfair, "lr_sweep": args.lr_sweep}
+             "out": args.out, "allow_unfair": args.allow_unfair, "lr_sweep": args.lr_sweep, "launcher": args.launcher}
     flags = {k: v for k, v in flags.items() if v is not None}
     if args.study:
         study = load_study(args.study)
-        values = {**study.definition(), "out": study.out, **flags}
+        values = {**study.definition(), "out": study.out, "launcher": study.launcher, "slurm": study.slurm, **flags}
         values["overrides"] = study.overrides + args.overrides
         return Study(**values)
     if not args.experiments:
@@ -93,12 +101,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiments:  # overrides after --experiments land among its names
         args.overrides += [e for e in args.experiments if "=" in e]
         args.experiments = [e for e in args.experiments if "=" not in e] or None
+    if args.slurm:  # overrides after --slurm land among its settings
+        args.overrides += [s for s in args.slurm if s.startswith(("model.", "train."))]
+        args.slurm = [s for s in args.slurm if not s.startswith(("model.", "train."))]
     from gptlab.study.runner import StudyRunner, write_definition
     try:
         study = resolve_study(args)
+        options = SlurmOptions.parse({**study.slurm, **SlurmOptions.parse(args.slurm or []).changed()}) \
+            if study.launcher == "slurm" or args.slurm else None
+        if options is not None and study.launcher != "slurm":
+            raise StudyError("--slurm sets how the runs are submitted to SLURM: give --launcher slurm too")
+        if args.dry_run and study.launcher != "slurm":
+            raise StudyError("--dry-run prints the sbatch script of --launcher slurm; a local study has none")
         runs = plan(study)
-        slots = devices(args.parallel)
-    except (StudyError, ExperimentError, ConfigError) as e:
+        slots = devices(args.parallel) if study.launcher == "local" else [None]
+    except (StudyError, ExperimentError, ConfigError, SlurmError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     sweep = (f" and a learning-rate sweep over x{', x'.join(f'{m:g}' for m in study.lr_sweep)} of max_lr (then the "
@@ -111,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         if name != study.baseline:
             changes = ", ".join(f"{k.replace('_class', '')} {_short(a)} -> {_short(b)}" for k, (a, b) in differs.items())
             print(f"  {name}: {changes or 'the same model as the baseline'}")
+    if study.launcher == "slurm":
+        return submit_study(study, runs, options, args.dry_run)
     lock = DirectoryLock(study.root)
     try:
         study.root.mkdir(parents=True, exist_ok=True)
@@ -149,7 +168,37 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def tuned_runs(study: Study, runs: list) -> list:
+def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool) -> int:
+    """--launcher slurm: the runs (with a sweep, its tuned seeds once the sweep is complete) as one job
+    array; what is complete, queued or running is not submitted again."""
+    from gptlab.study.runner import write_definition
+    if study.lr_sweep and not dry_run:
+        tuned = tuned_runs(study, runs, quiet_missing=True)
+        if tuned:
+            print(f"at each experiment's tuned learning rate: {len(tuned)} more run(s)")
+            runs = runs + tuned
+        elif study.seeds > 1:
+            print("the seeds at each experiment's tuned learning rate are submitted by the same command once the "
+                  "sweep is complete")
+    lock = DirectoryLock(study.root)
+    try:
+        study.root.mkdir(parents=True, exist_ok=True)
+        if not lock.acquire():
+            print(f"error: {study.root} is in use by another study command (pid {lock.holder()}); wait for it",
+                  file=sys.stderr)
+            return 2
+        if not dry_run:
+            write_definition(study, runs)
+        print(submit(study, runs, options, dry_run))
+    except (SlurmError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        lock.release()
+    return 0
+
+
+def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
     """After the sweep: each experiment's fitted learning rate, said, and the runs of its other
     seeds there. An experiment whose sweep is missing a point waits for the same command to retry it."""
     from gptlab.reporting.lr_sweep import sweep_fits
@@ -160,9 +209,10 @@ def tuned_runs(study: Study, runs: list) -> list:
     for name in study.experiments:
         fit = fits.get(load_name(runs, name))
         if fit is None or not fit.complete:
-            missing = ", ".join(f"x{m:g}" for m in (fit.missing if fit else study.lr_sweep))
-            print(f"  {name}: the sweep is missing {missing}; its seeds at a tuned rate wait for the same command "
-                  f"to retry it")
+            if not quiet_missing:
+                missing = ", ".join(f"x{m:g}" for m in (fit.missing if fit else study.lr_sweep))
+                print(f"  {name}: the sweep is missing {missing}; its seeds at a tuned rate wait for the same command "
+                      f"to retry it")
             continue
         chosen[name] = fit.chosen
         found = f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else fit.flag

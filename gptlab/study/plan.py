@@ -25,6 +25,7 @@ from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig
 from gptlab.core.experiment import ExperimentError, recorded_classes
 from gptlab.optim import optimizer_class
 from gptlab.paths import LOG_ROOT, STUDIES_DIR
+from gptlab.training.planning import plan_run, seed_dir_name
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Run
 
@@ -54,6 +55,8 @@ class Study:
     out: str = ""  # where the runs live: <out>/<experiment>/seed<N>; "" = log_train (a study file's: log_train/<name>)
     allow_unfair: bool = False  # train experiments whose files change fair fields (marked in the report)
     lr_sweep: list[float] = field(default_factory=list)  # multipliers of max_lr each experiment is swept over
+    launcher: str = "local"  # where the runs train: "local" (this machine) or "slurm" (a job array)
+    slurm: dict = field(default_factory=dict)  # the SLURM settings (gptlab.study.slurm.SlurmOptions' fields)
     name: str = "study"
 
     def __post_init__(self) -> None:
@@ -75,6 +78,10 @@ class Study:
             elif len(set(self.lr_sweep)) < 3:
                 problems.append(f"lr_sweep={self.lr_sweep}: give at least 3 different multipliers (a parabola is "
                                 f"fitted through them), e.g. 0.5,0.71,1,1.41,2")
+        if self.launcher not in ("local", "slurm"):
+            problems.append(f"launcher={self.launcher!r} must be 'local' or 'slurm'")
+        if not isinstance(self.slurm, dict):
+            problems.append(f"slurm={self.slurm!r} must be a dict of SLURM settings, e.g. {{'partition': 'gpu'}}")
         if not isinstance(self.allow_unfair, bool):
             problems.append(f"allow_unfair={self.allow_unfair!r}: give True or False")
         if not self.experiments:
@@ -105,7 +112,8 @@ class Study:
 
 # the settings of a study file, and the Study field each sets
 FILE_SETTINGS = {"EXPERIMENTS": "experiments", "SEEDS": "seeds", "PRESET": "preset", "OVERRIDES": "overrides",
-                 "BASELINE": "baseline", "OUT": "out", "ALLOW_UNFAIR": "allow_unfair", "LR_SWEEP": "lr_sweep"}
+                 "BASELINE": "baseline", "OUT": "out", "ALLOW_UNFAIR": "allow_unfair", "LR_SWEEP": "lr_sweep",
+                 "LAUNCHER": "launcher", "SLURM": "slurm"}
 
 
 def available_studies() -> list[str]:
@@ -114,7 +122,8 @@ def available_studies() -> list[str]:
 
 def load_study(name_or_path: str) -> Study:
     """`quick` -> studies/quick.py; a path ending in .py as it is. A study file sets
-    EXPERIMENTS (required), SEEDS, PRESET, OVERRIDES, BASELINE, OUT, ALLOW_UNFAIR, LR_SWEEP; its runs
+    EXPERIMENTS (required), SEEDS, PRESET, OVERRIDES, BASELINE, OUT, ALLOW_UNFAIR, LR_SWEEP, LAUNCHER,
+    SLURM; its runs
     live under log_train/<name>/ unless it sets OUT."""
     if name_or_path.endswith(".py"):
         path = Path(name_or_path).expanduser().resolve()
@@ -221,7 +230,6 @@ def _seeds(study: Study, first: dict[str, Run]) -> list[int]:
 
 
 def _planned(study: Study, first: dict[str, Run], name: str, seed: int, multiplier: float) -> PlannedRun:
-    from gptlab.training.cli import plan_run, seed_dir_name
     base, own = first[study.baseline], first[name]
     overrides = list(study.overrides)
     where = study.root / own.experiment.name
@@ -238,7 +246,6 @@ def _check(study: Study, quiet: bool = False) -> dict[str, Run]:
     """The first seed's run of each experiment, its configs and components checked, and the study's
     fairness: no unfair experiment unless allowed, no two experiments of one name, no variant that
     the preset and overrides made the baseline's model."""
-    from gptlab.training.cli import plan_run
     first = {}
     for name in study.experiments:
         try:
@@ -269,8 +276,8 @@ def _check(study: Study, quiet: bool = False) -> dict[str, Run]:
     if same:
         lines = [f"{first[name].experiment.name}{_replaced(first[name], study.preset)}" for name in same]
         raise StudyError(f"these experiments are the baseline's model once the preset {study.preset} and the "
-                         f"overrides are applied, so comparing them with it measures nothing but seed noise:\n  - " +
-                         "\n  - ".join(lines) + f"\ngive a field they need as an override for every run "
+                         "overrides are applied, so comparing them with it measures nothing but seed noise:\n  - " +
+                         "\n  - ".join(lines) + "\ngive a field they need as an override for every run "
                          f"(model.FIELD=VALUE), or leave them out of the study. Nothing was trained")
     return first
 

@@ -25,7 +25,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from gptlab.files import atomic_write_text
+from gptlab.files import DirectoryLock, atomic_write_text
 from gptlab.study.plan import PlannedRun, Study
 from gptlab.training.metrics import duration
 from gptlab.training.preemption import PREEMPTED_EXIT
@@ -69,12 +69,20 @@ class StudyRunner:
                 print(f"[{i}/{len(self.runs)}] {planned.label}: complete, skipped ({_scores(record)})")
             else:
                 todo.append((i, planned, record))
-        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+        # a closed terminal (SIGHUP) stops the study as SIGTERM does: each run saves a checkpoint first
+        previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             while (todo and not self.stopping) or self.live:
                 for device in self.devices:
                     if device not in self.live and todo and not self.stopping:
-                        self._launch(device, *todo.popleft())
+                        index, planned, record = todo.popleft()
+                        if self._wait_for_survivor(index, planned):
+                            record = read_record(planned.log_dir)
+                            if record and record.get("status") == "complete":
+                                print(f"[{index}/{len(self.runs)}] {planned.label}: complete ({_scores(record)})")
+                                continue
+                        if not self.stopping:
+                            self._launch(device, index, planned, record)
                 self._reap()
         finally:
             for sig, handler in previous.items():
@@ -87,6 +95,19 @@ class StudyRunner:
                   f"The same command retries them and skips the complete ones")
             return 1
         return 0
+
+    def _wait_for_survivor(self, index: int, planned: PlannedRun) -> bool:
+        """A run of this study still training in its directory (a study killed before its runs could
+        stop: they end on their own once they have saved): wait for it to end instead of calling the
+        run failed. Returns whether there was one."""
+        lock = DirectoryLock(planned.log_dir)
+        if not lock.held():
+            return False
+        print(f"[{index}/{len(self.runs)}] {planned.label}: still training in {planned.log_dir} (pid {lock.holder()}, "
+              f"left by an earlier study process); waiting for it to end", flush=True)
+        while lock.held() and not self.stopping:
+            time.sleep(0.5)
+        return True
 
     def _launch(self, device: int | None, index: int, planned: PlannedRun, record: dict | None) -> None:
         planned.log_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +124,8 @@ class StudyRunner:
         out = None if self.verbose else open(planned.log_dir / "console.txt", "a", encoding="utf-8")
         try:  # its own session: a Ctrl-C reaches the study alone, which asks each run to stop once
             process = subprocess.Popen(command(self.study, planned, device), env=env, stdout=out,
-                                       stderr=subprocess.STDOUT if out else None, start_new_session=True)
+                                       stderr=subprocess.STDOUT if out else None, start_new_session=True,
+                                       preexec_fn=_die_with_parent)
         finally:
             if out:
                 out.close()
@@ -140,12 +162,23 @@ class StudyRunner:
                           "then run the same command to continue", flush=True)
 
     def _stop(self, signum, frame) -> None:
+        if signum == signal.SIGHUP:  # the terminal is gone: say what happens in the study's directory instead
+            sys.stdout = sys.stderr = open(self.study.root / "study.out", "a", encoding="utf-8")
         if self.stopping is None:
             print(f"\n{signal.Signals(signum).name}: asking each run to save a checkpoint and stop; no new run "
                   f"starts", flush=True)
         self.stopping = signal.Signals(signum).name
         for _, _, process, _ in self.live.values():
             process.send_signal(signum)  # a second Ctrl-C stops a run at once, as in train.py
+
+
+def _die_with_parent() -> None:
+    """In a run's process before it starts: Linux sends it SIGTERM (a checkpoint, then exit) when the
+    study's process dies, however it dies (SIGKILL, the OOM killer), so no run trains on as an orphan."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _scores(record: dict) -> str:

@@ -10,22 +10,20 @@ import sys
 import time
 from pathlib import Path
 
-from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig, parse_overrides, replace_config
-from gptlab.core.experiment import ExperimentError, load_experiment
+from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig
+from gptlab.core.experiment import ExperimentError
 from gptlab.data.shards import DataError
-from gptlab.paths import LOG_ROOT
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError, SaveFailed
 from gptlab.files import DirectoryLock, disk_full, write_failure
 from gptlab.generate import (GenerationError, add_sampling_arguments, from_checkpoint, print_samples,
                              resolve_device, sampling_from_args)
-from gptlab.models.check import check_experiment, user_components
 from gptlab.training.distributed import DeviceError, Dist, all_ranks_agree
 from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
-from gptlab.training.run import Diverged, Run, TrainingError, check_run
-from gptlab.training.trackers import check_installed
+from gptlab.training.planning import plan_run
+from gptlab.training.run import Diverged, Run, TrainingError
 
 EPILOG = """\
 overrides:
@@ -138,45 +136,6 @@ def _remove_empty(path: Path, up_to: Path) -> None:
             return
         if p == up_to:
             return
-
-
-def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | None = None,
-             max_steps: int | None = None, log_dir: Path | None = None, world_size: int = 1,
-             quiet: bool = False) -> Run:
-    """A run resolved and checked, nothing written: the experiment file, then the preset, then the
-    overrides (then seed and max_steps); its log directory log_train/<experiment>/log, or
-    .../seed<N> when a seed is given. quiet: no note of preset fields replacing the file's."""
-    exp = load_experiment(experiment)
-    parsed = parse_overrides(overrides)
-    preset_model, preset_train = PRESETS[preset]
-    for flag, value in (("max_steps", max_steps), ("seed", seed)):
-        if value is not None:
-            parsed["train"][flag] = value
-    model_config = replace_config(exp.model_config, **{**preset_model, **parsed["model"]})
-    train_config = replace_config(exp.training_config, **{**preset_train, **parsed["train"]})
-    for label, own, default, preset_values in (("MODEL_CONFIG", exp.model_config, GPTConfig(), preset_model),
-                                               ("TRAINING_CONFIG", exp.training_config, TrainingConfig(),
-                                                preset_train)):
-        hidden = [f"{name}={getattr(own, name)!r} (the preset's {value!r})" for name, value in preset_values.items()
-                  if getattr(own, name) != getattr(default, name) and getattr(own, name) != value]
-        if hidden and not quiet:
-            print(f"note: the preset {preset} replaces what {exp.path.name}'s {label} sets: {', '.join(hidden)}; "
-                  f"give them as overrides to keep them")
-    log_dir = log_dir or LOG_ROOT / exp.name / ("log" if seed is None else seed_dir_name(seed))
-    run = Run(exp, model_config, train_config, Path(log_dir).expanduser().resolve(), preset=preset)
-    check_run(run, world_size)
-    check_installed(train_config)  # a tracker asked for but not installed
-    if user_components(exp):  # a component that is not gptlab's own proves itself before it trains
-        problems = check_experiment(exp, model_config)
-        if problems:
-            raise ExperimentError(f"experiment {exp.path} fails the component check (`gptlab check "
-                                  f"{experiment}` runs it alone):\n  - " + "\n  - ".join(problems))
-    return run
-
-
-def seed_dir_name(seed: int) -> str:
-    """The log directory of one seed's run, beside the experiment's others: seed1337."""
-    return f"seed{seed}"
 
 
 def _find_resume_state(args: argparse.Namespace, run: Run) -> None:

@@ -1,11 +1,13 @@
-"""Preemption: SIGTERM (what a cluster scheduler sends before it takes the machine) or
-SIGINT (Ctrl-C) asks the run to stop. The loop notices at the next step boundary, saves a
+"""Preemption: SIGTERM (what a cluster scheduler sends before it takes the machine), SIGHUP
+(the terminal closed) or SIGINT (Ctrl-C) asks the run to stop. The loop notices at the next step boundary, saves a
 checkpoint there and exits with PREEMPTED_EXIT; `--resume auto` continues exactly. A second
 Ctrl-C stops at once. Every rank stops at the same step: the request is shared by all."""
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 
 from gptlab.training.distributed import Dist, any_rank
@@ -20,7 +22,7 @@ class Preempted(Exception):
 class Preemption:
     """A context that turns SIGTERM and SIGINT into a request the loop polls."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # SIGHUP: the terminal closed
 
     def __init__(self):
         self.signal: int | None = None
@@ -39,6 +41,8 @@ class Preemption:
     def _handle(self, signum, frame) -> None:
         if self.signal == signal.SIGINT and signum == signal.SIGINT:
             raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        if signum == signal.SIGHUP:  # the terminal is gone: what the run prints goes nowhere (log.txt has it all)
+            sys.stdout = sys.stderr = open(os.devnull, "w")
         self.signal = signum
 
     def requested(self, ctx: Dist) -> bool:

@@ -165,3 +165,74 @@ def test_another_study_on_the_same_directory_is_refused(tmp_path, capsys):
     finally:
         lock.release()
     assert "is in use by another study" in capsys.readouterr().err
+
+
+@pytest.mark.long
+def test_a_killed_study_takes_its_run_with_it_and_a_restart_continues_it(tmp_path, one_thread):
+    """SIGKILL the study (the OOM killer, a closed multiplexer): its live run gets SIGTERM from the kernel
+    (parent-death signal), saves a checkpoint and ends; the same command then resumes it, and the run
+    ends with the numbers of one never stopped."""
+    args = [sys.executable, "-m", "gptlab.study", "--experiments", "rope", "--out", str(tmp_path / "s"), *TINY,
+            "train.max_steps=12"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "s" / "rope" / "seed1337" / "log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "\n4 train" in log.read_text()):
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    from gptlab.files import DirectoryLock
+    lock = DirectoryLock(log.parent)
+    deadline = time.time() + 60
+    while lock.held() and time.time() < deadline:  # the orphan saves and stops on its own
+        time.sleep(0.2)
+    assert not lock.held(), "the run kept training after its study was killed"
+    record = json.loads((log.parent / "run.json").read_text())
+    assert record["status"] == "stopped" and "preempted" in record.get("status_why", "")
+    again = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "rope seed1337: training, resuming from model_" in again.stdout
+    plain = tmp_path / "plain"
+    subprocess.run([sys.executable, "train.py", "--experiment", "rope", "--seed", "1337", "--log-dir", str(plain),
+                    *TINY, "train.max_steps=12"], cwd=REPO_ROOT, check=True, capture_output=True)
+    assert json.loads((log.parent / "run.json").read_text())["val_loss"] == json.loads(
+        (plain / "run.json").read_text())["val_loss"]
+
+
+def test_a_restarted_study_waits_for_its_run_still_alive_instead_of_failing_it(tmp_path):
+    from gptlab.files import DirectoryLock
+    run_dir = tmp_path / "rope" / "seed1337"
+    run_dir.mkdir(parents=True)
+    survivor = DirectoryLock(run_dir)  # stands for the run an earlier study process left training
+    assert survivor.acquire()
+    process = subprocess.Popen([sys.executable, "-m", "gptlab.study", "--experiments", "rope", "--out", str(tmp_path),
+                                *TINY, "train.max_steps=2"], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    seen = ""
+    while "waiting for it to end" not in seen:
+        line = process.stdout.readline()
+        assert line, seen
+        seen += line
+    time.sleep(1)
+    assert process.poll() is None  # it waits; it neither trains beside it nor calls it failed
+    survivor.release()
+    seen += process.communicate(timeout=120)[0]
+    assert process.returncode == 0, seen
+    assert "failed" not in seen.split("waiting for it to end")[1] and "rope seed1337: complete in" in seen
+
+
+@pytest.mark.long
+def test_a_closed_terminal_stops_the_study_as_sigterm_does(tmp_path):
+    args = [sys.executable, "-m", "gptlab.study", "--experiments", "rope", "--out", str(tmp_path), *TINY,
+            "train.max_steps=12"]
+    process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "rope" / "seed1337" / "log.txt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and "\n4 train" in log.read_text()):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGHUP)
+    process.communicate(timeout=120)
+    assert process.returncode == 3
+    said = (tmp_path / "study.out").read_text()  # the terminal was gone: what it would have shown
+    assert "SIGHUP: asking each run to save a checkpoint" in said and "preempted" in said
+    assert list((tmp_path / "rope" / "seed1337").glob("model_*.pt"))

@@ -159,7 +159,7 @@ def test_a_checkpoint_whose_weights_no_longer_fit_a_user_class_is_refused(tmp_pa
 
 
 def test_a_preset_that_replaces_an_experiment_files_setting_says_so(tmp_path, capsys):
-    from gptlab.training.cli import plan_run
+    from gptlab.training.planning import plan_run
     exp = tmp_path / "hot.py"
     exp.write_text("from gptlab import TrainingConfig\nTRAINING_CONFIG = TrainingConfig(max_lr=1e-3, weight_decay=0.0)\n")
     run = plan_run(str(exp), "smoke", [])

@@ -12,7 +12,7 @@ from gptlab import ConfigError, TrainingConfig
 from gptlab.core.experiment import ExperimentError, available_experiments
 from gptlab.optim import AdamW, Muon, optimizer_class
 from gptlab.optim.muon import newton_schulz_flops
-from gptlab.training.cli import plan_run
+from gptlab.training.planning import plan_run
 from gptlab.training.run import TrainingError
 from tests.conftest import tiny_model
 

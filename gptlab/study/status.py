@@ -1,0 +1,145 @@
+"""`gptlab status DIR`: every run of a study at a glance, local or on SLURM.
+
+    gptlab status log_train/quick
+
+One line per run: experiment, seed (and learning-rate multiplier), state, its SLURM job, step of
+max, last validation loss, tokens/s, and how long ago its log last moved; then a summary line.
+It reads the runs' own files (run.json, log.txt, slurm.json, the study's manifest) and asks
+`squeue` about the jobs the manifest names; it never needs SLURM's accounting (sacct).
+
+States: complete; running (its process holds the run's lock, or SLURM runs its task); pending
+(queued, not started); requeued (preempted or at its time limit, checkpointed and queued again);
+stopped (interrupted, not queued: the same study command continues it); failed (with why);
+diverged; not started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from gptlab.files import DirectoryLock
+from gptlab.study.slurm import SlurmError, read_manifest, squeue_states, task_state
+from gptlab.training.metrics import duration
+from gptlab.training.record import read_record
+
+
+def study_runs(root: Path) -> list[dict]:
+    """The study's runs as study.json lists them ({experiment, seed, lr_multiplier, log_dir}), or
+    every run found under root."""
+    definition = root / "study.json"
+    if definition.is_file():
+        try:
+            runs = json.loads(definition.read_text(encoding="utf-8"))["runs"]
+            return [{**r, "log_dir": str(root / r["log_dir"])} for r in runs]
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    found = sorted({p.parent for pattern in ("run.json", "log.txt") for p in root.rglob(pattern)})
+    return [{"experiment": None, "seed": None, "log_dir": str(d)} for d in found]
+
+
+def run_status(run: dict, jobs: dict[str, str], states: dict[str, str], now: float) -> dict:
+    log_dir = Path(run["log_dir"])
+    record = read_record(log_dir) if log_dir.is_dir() else None
+    task = task_state(log_dir) if (log_dir / "slurm.json").is_file() else {}
+    job = jobs.get(str(log_dir))
+    queued = states.get(job) if job else None
+    held = log_dir.is_dir() and DirectoryLock(log_dir).held()
+    status = (record or {}).get("status")
+    if status == "complete":
+        state = "complete"
+    elif held or queued == "RUNNING":
+        state = "running"
+    elif queued in ("PENDING", "REQUEUED", "REQUEUE_HOLD") and task.get("state") == "preempted":
+        state = "requeued"
+    elif queued and queued != "COMPLETING":
+        state = "pending" if not record else "requeued" if queued.startswith("REQUEUE") else queued.lower()
+    elif task.get("state", "").startswith("failed") or status == "failed":
+        state = "failed"
+    elif status == "diverged":
+        state = "diverged"
+    elif record:
+        state = "stopped"
+    else:
+        state = "not started"
+    why = task.get("why") if state in ("failed", "requeued") else (record or {}).get("status_why") if state in (
+        "failed", "diverged", "stopped") else None
+    log = log_dir / "log.txt"
+    moved = now - log.stat().st_mtime if log.is_file() else None
+    return {"experiment": run.get("experiment") or (record or {}).get("experiment") or log_dir.name,
+            "seed": run.get("seed") if run.get("seed") is not None else (record or {}).get("seed"),
+            "lr_multiplier": run.get("lr_multiplier", 1.0), "state": state, "job": job,
+            "step": (record or {}).get("step"), "max_steps": (record or {}).get("max_steps"),
+            "val_loss": (record or {}).get("val_loss"), "tok_per_sec": (record or {}).get("tok_per_sec"),
+            "log_moved_seconds": moved, "why": why, "log_dir": str(log_dir),
+            "preemptions": task.get("preemptions", 0), "failures": task.get("failures", 0)}
+
+
+def status(root: Path) -> tuple[list[dict], str]:
+    """Every run's status, and the note about SLURM where squeue could not answer."""
+    runs = study_runs(root)
+    manifest = read_manifest(root) or {}
+    jobs = {r["log_dir"]: r.get("job") for r in manifest.get("runs", [])}
+    note = ""
+    try:
+        states = squeue_states([j for j in jobs.values() if j]) if jobs else {}
+    except (SlurmError, OSError) as e:
+        states, note = {}, f"squeue could not be asked ({e}): SLURM states unknown"
+    now = time.time()
+    return [run_status(r, jobs, states, now) for r in runs], note
+
+
+def format_status(rows: list[dict], note: str = "") -> str:
+    head = ["experiment", "seed", "state", "job", "step", "val loss", "tok/s", "log moved"]
+    table = [head]
+    for r in rows:
+        label = r["experiment"] + (f" x{r['lr_multiplier']:g}" if r.get("lr_multiplier", 1.0) != 1.0 else "")
+        state = r["state"] + (f" ({r['preemptions']} preemption(s))" if r["preemptions"] and r["state"] != "failed"
+                              else "")
+        table.append([label, str(r["seed"] if r["seed"] is not None else "-"), state, r["job"] or "-",
+                      f"{r['step']}/{r['max_steps']}" if r["step"] is not None else "-",
+                      f"{r['val_loss']:.4f}" if isinstance(r["val_loss"], (int, float)) else "-",
+                      f"{r['tok_per_sec']:,.0f}" if r["tok_per_sec"] else "-",
+                      f"{duration(r['log_moved_seconds'])} ago" if r["log_moved_seconds"] is not None else "-"])
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    for r in rows:
+        if r["why"]:
+            lines.append(f"  {r['experiment']} seed {r['seed']}: {r['why']}")
+    counts = Counter(r["state"] for r in rows)
+    lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()))
+    if note:
+        lines.append(note)
+    return "\n".join(lines)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gptlab status", description="Every run of a study (local or SLURM) at a glance.")
+    p.add_argument("dir", type=Path, help="the study's directory (its --out)")
+    p.add_argument("--json", action="store_true", help="the runs as JSON instead of a table")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.dir.is_dir():
+        print(f"error: no directory {args.dir}; give a study's directory (its --out)", file=sys.stderr)
+        return 2
+    try:
+        rows, note = status(args.dir)
+    except SlurmError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"error: no runs under {args.dir}; start one with gptlab study ...", file=sys.stderr)
+        return 2
+    print(json.dumps(rows, indent=1) if args.json else format_status(rows, note))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
