@@ -12,7 +12,7 @@ import pytest
 from gptlab.cli import COMMANDS, main, usage
 from gptlab.paths import REPO_ROOT
 
-ORDER = ["train", "study", "report", "plot", "bench", "eval-lengths", "export", "prepare", "generate", "check"]
+ORDER = ["train", "study", "status", "report", "plot", "bench", "eval-lengths", "export", "prepare", "generate", "check"]
 
 # Each command's option strings, and the names of its positional arguments (no dashes), -h and
 # --help left out. A flag added or removed fails test_the_flags_of_every_command_are_frozen: a
@@ -22,8 +22,9 @@ FROZEN = {
     "train": {"--compile", "--data-root", "--device", "--experiment", "--inference", "--init-from", "--log-dir",
               "--max-new-tokens", "--max-steps", "--no-compile", "--no-launch", "--num-samples", "--preset", "--prompt",
               "--resume", "--seed", "--temperature", "--top-k", "overrides"},
-    "study": {"--allow-unfair", "--baseline", "--experiments", "--lr-sweep", "--out", "--parallel", "--preset",
-              "--seeds", "--verbose", "overrides", "study"},
+    "study": {"--allow-unfair", "--baseline", "--dry-run", "--experiments", "--launcher", "--lr-sweep", "--out",
+              "--parallel", "--preset", "--seeds", "--slurm", "--verbose", "overrides", "study"},
+    "status": {"--json", "dir"},
     "report": {"--baseline", "--detect", "--no-figures", "--out", "dirs"},
     "plot": {"arguments"},
     "bench": {"--batch", "--compile", "--device", "--dtype", "--experiments", "--json", "--new-tokens",
