@@ -32,6 +32,8 @@ from gptlab.bench.reference import PlainGPT2
 from gptlab.core.config import ConfigError, divisors, replace_config
 from gptlab.core.experiment import ExperimentError, available_experiments, load_experiment
 from gptlab.models.gpt import build_gpt
+from gptlab.modules.mlp import MLP
+from gptlab.modules.moe import MoE
 from gptlab.paths import BENCH_ROOT
 
 REFERENCE = "plain GPT-2"
@@ -94,6 +96,13 @@ def contenders_for(names: list[str], size: dict, notes: list[str]) -> list[steps
         model = build_gpt(exp, replace_config(exp.model_config, **fields))
         result.append(steps.Contender(name, model, lambda m, x, y: m(x, y).loss, model.flops_per_token(size["seq_len"]),
                                       optimizer_class=exp.optimizer_class))
+        if issubclass(exp.mlp_class, MoE):  # the same mixture with experts of 1/top_k the width: the dense one's FLOPs
+            config = replace_config(exp.model_config, **fields)
+            dense = MLP.default_hidden(exp.mlp_class.expert_class, size["n_embd"])
+            torch.manual_seed(0)
+            equal = build_gpt(exp, replace_config(config, mlp_hidden=max(1, dense // config.moe_top_k)))
+            result.append(steps.Contender(f"{name} (active FLOPs = dense)", equal, lambda m, x, y: m(x, y).loss,
+                                          equal.flops_per_token(size["seq_len"]), optimizer_class=exp.optimizer_class))
     return result
 
 

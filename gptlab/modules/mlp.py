@@ -33,14 +33,16 @@ class MLP(nn.Module):
     def activation(self, x: Tensor) -> Tensor:
         return F.gelu(x, approximate="tanh")
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.c_fc(x)
+    def hidden(self, h: Tensor) -> Tensor:
+        """What lies between c_fc and c_proj: the activation, gated or not (MoE applies it to every expert's
+        rows at once)."""
         if self.gated:
             gate, up = h.chunk(2, dim=-1)
-            h = self.activation(gate) * up
-        else:
-            h = self.activation(h)
-        return self.dropout(self.c_proj(h))
+            return self.activation(gate) * up
+        return self.activation(h)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(self.hidden(self.c_fc(x))))
 
 
 class ReLUMLP(MLP):

@@ -27,10 +27,13 @@ Losses, reported through `Extras` and added to the training loss by the model:
 Metrics: `moe_dropped` (the fraction of assignments dropped by capacity) and
 `moe_load_<i>` (the fraction of assignments routed to expert i), averaged over layers.
 
-Dispatch is batched: the assignments are sorted by expert and each expert runs once on
-its tokens (a loop over experts, none over tokens). An expert that receives no token still
-runs on an empty batch, so its parameters get a zero gradient and DDP needs no
-`find_unused_parameters`.
+Dispatch is one grouped matmul per expert layer (torch.nn.functional.grouped_mm): the
+assignments are sorted by expert, every expert's c_fc runs on its rows in one call, the
+activation on all rows at once, then every c_proj in one call; no loop over experts, and no
+shape that depends on the routing, so the layer compiles to one graph. The experts stay an
+nn.ModuleList of MLPs (their weights are stacked for the call), so checkpoints, parameter
+counts and optimizers see them as before. An expert that receives no token gets a zero
+gradient, and DDP needs no `find_unused_parameters`.
 """
 
 from __future__ import annotations
@@ -99,13 +102,30 @@ class MoE(nn.Module):
         else:  # an assignment's place in its expert's queue
             place = ((one_hot.cumsum(dim=0) - 1) * one_hot).sum(dim=-1)
             kept = place < capacity
-        order = torch.argsort(expert_of.masked_fill(~kept, self.n_experts), stable=True)  # by expert, dropped last
-        counts = torch.bincount(expert_of[kept], minlength=self.n_experts).tolist()
-        served = order[:sum(counts)]  # the kept assignments, expert by expert
-        tokens = token_of[served]
-        out = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, x[tokens].split(counts))])
-        y = torch.zeros_like(x).index_add(0, tokens, (out * gate_of[served, None].to(out.dtype)).to(x.dtype))
+        # every assignment, sorted by expert (stable: in priority order within one); the dropped ones last, in a
+        # group of their own whose weights are zeros, so that every shape is known before the data is seen
+        group_of = expert_of.masked_fill(~kept, self.n_experts)
+        order = torch.argsort(group_of, stable=True)
+        sizes = group_of.new_zeros(self.n_experts + 1).scatter_add_(0, group_of, torch.ones_like(group_of))
+        offsets = sizes.cumsum(0).to(torch.int32)
+        tokens, groups = token_of[order], group_of[order]
+        h = self.grouped_linear(x[tokens], "c_fc", groups, offsets)
+        out = self.grouped_linear(self.experts[0].hidden(h), "c_proj", groups, offsets)
+        out = F.dropout(out, self.experts[0].dropout.p, self.training)
+        y = torch.zeros_like(x).index_add(0, tokens, (out * gate_of[order, None].to(out.dtype)).to(x.dtype))
         return y.view(shape), self.extras(logits, probs, routed, kept)
+
+    def grouped_linear(self, x: Tensor, layer: str, groups: Tensor, offsets: Tensor) -> Tensor:
+        """Each row of x (sorted by expert) through its expert's `layer` (an nn.Linear), all experts in one
+        grouped matmul (torch.nn.functional.grouped_mm); the last group (dropped assignments) gets zeros."""
+        linears = [getattr(expert, layer) for expert in self.experts]
+        weight = torch.stack([lin.weight for lin in linears] + [linears[0].weight.new_zeros(linears[0].weight.shape)])
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        out = grouped_mm(x.to(dtype), weight.to(dtype).transpose(1, 2), offsets)  # as F.linear under autocast
+        if linears[0].bias is not None:
+            bias = torch.stack([lin.bias for lin in linears] + [linears[0].bias.new_zeros(linears[0].bias.shape)])
+            out = out + bias.to(dtype)[groups]
+        return out
 
     def extras(self, logits: Tensor, probs: Tensor, routed: Tensor, kept: Tensor) -> Extras:
         load = routed.float() / routed.sum()  # f_i
@@ -124,6 +144,66 @@ class MoE(nn.Module):
     def inactive_params(self) -> int:
         """Parameters a token does not use: the experts it is not routed to."""
         return (self.n_experts - self.top_k) * sum(p.numel() for p in self.experts[0].parameters())
+
+
+def grouped_mm(x: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+    """Rows of x (M, K) in groups ending at offsets, each group times its weight (G, K, N): PyTorch's grouped
+    matmul. Its bfloat16 path compiles as it is; in another dtype it goes through gptlab::grouped_mm (the
+    same kernel behind a custom op, since the compiler's shape function of grouped_mm accepts bfloat16 only)."""
+    if x.dtype == torch.bfloat16 and _kernel_takes(x, weight):
+        return F.grouped_mm(x, weight, offs=offsets)
+    return _grouped_mm(x, weight, offsets)
+
+
+def _by_group(x: Tensor, y: Tensor, offsets: Tensor, fn) -> list[Tensor]:
+    ends = offsets.tolist()
+    return [fn(x[start:end], y[g] if y.dim() == 3 else y[start:end], g) for g, (start, end) in
+            enumerate(zip([0, *ends[:-1]], ends))]
+
+
+def _kernel_takes(x: Tensor, other: Tensor) -> bool:
+    """Whether PyTorch's grouped kernel takes x times other: float32 or half precision on the CPU, bfloat16
+    on CUDA, and rows whose lengths are multiples of 16 bytes (the kernel's alignment)."""
+    if x.dtype not in ((torch.bfloat16,) if x.device.type == "cuda" else (torch.float32, torch.bfloat16, torch.float16)):
+        return False
+    return all(n * x.element_size() % 16 == 0 for n in (x.shape[-1], other.shape[-1]))
+
+
+@torch.library.custom_op("gptlab::grouped_mm", mutates_args=())
+def _grouped_mm(x: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+    if not _kernel_takes(x, weight):  # float32 on CUDA, float64 (gptlab check), odd widths: group by group
+        return torch.cat(_by_group(x, weight, offsets, lambda rows, w, g: rows @ w))
+    return F.grouped_mm(x, weight, offs=offsets)
+
+
+@_grouped_mm.register_fake
+def _(x: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:
+    return x.new_empty(x.shape[0], weight.shape[-1])
+
+
+@torch.library.custom_op("gptlab::grouped_mm_weight_grad", mutates_args=())
+def _grouped_weight_grad(x: Tensor, grad: Tensor, offsets: Tensor) -> Tensor:
+    """(G, K, N): each group's x^T grad, the gradient of its weight."""
+    if not _kernel_takes(x, grad):
+        return torch.stack(_by_group(x, grad, offsets, lambda rows, g_rows, g: rows.t() @ g_rows))
+    return F.grouped_mm(x.t(), grad, offs=offsets)
+
+
+@_grouped_weight_grad.register_fake
+def _(x: Tensor, grad: Tensor, offsets: Tensor) -> Tensor:
+    return x.new_empty(offsets.shape[0], x.shape[1], grad.shape[1])
+
+
+def _grouped_mm_setup(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _grouped_mm_backward(ctx, grad: Tensor):
+    x, weight, offsets = ctx.saved_tensors
+    return _grouped_mm(grad, weight.transpose(1, 2), offsets), _grouped_weight_grad(x, grad, offsets), None
+
+
+_grouped_mm.register_autograd(_grouped_mm_backward, setup_context=_grouped_mm_setup)
 
 
 class SwiGLUMoE(MoE):
