@@ -278,7 +278,12 @@ class MLAAttention(Attention):
             kv = self.wkv_b(c_kv).view(B, t_k, self.n_head, -1).transpose(1, 2)
             k_nope, v = kv.split([self.qk_nope_head_dim, self.v_head_dim], dim=-1)
             q, k = torch.cat([q_nope, q_rope], dim=-1), torch.cat([k_nope, k_rope.expand(B, self.n_head, t_k, -1)], dim=-1)
-            y = causal_attention(q, k, v, pos_enc, pos, dropout)
+            # SDPA's flash kernels want values as wide as queries and keys; narrower ones send it down its
+            # unfused path (a T x T score matrix in memory; on the CPU as fast at T=256): pad them with zeros,
+            # which the weighted sum leaves zero, and drop that part after
+            pad = q.size(-1) - self.v_head_dim
+            y = causal_attention(q, k, F.pad(v, (0, pad)) if pad > 0 else v, pos_enc, pos, dropout)
+            y = y[..., :self.v_head_dim] if pad > 0 else y
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.v_head_dim)
         return self.resid_dropout(self.c_proj(y))
 
