@@ -14,6 +14,13 @@ TINY = ["--preset", "smoke", "train.max_steps=6", "train.eval_interval=3", "trai
         "train.num_samples=0"]
 
 
+def wait_for_step(log, step: int, timeout: float = 120) -> None:
+    """Until a run's log.txt holds the loss of `step` (the run got that far)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (log.is_file() and f"\n{step} train" in log.read_text()):
+        time.sleep(0.2)
+
+
 def study(*args, **kwargs):
     return subprocess.run([sys.executable, "-m", "gptlab.study", *args], capture_output=True, text=True,
                           cwd=REPO_ROOT, **kwargs)
@@ -59,9 +66,7 @@ def test_a_stopped_study_continues_where_it_stopped_with_the_same_numbers(tmp_pa
             "train.max_steps=12"]
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = out / "rope" / "seed1337" / "log.txt"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.is_file() and "\n4 train" in log.read_text()):
-        time.sleep(0.2)
+    wait_for_step(log, 4)
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 3, stdout
@@ -88,9 +93,7 @@ def test_a_sweep_study_killed_and_restarted_ends_with_the_numbers_of_one_never_s
     args = [sys.executable, "-m", "gptlab.study", *sweep, "--out", str(killed)]
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = killed / "baseline" / "lr2" / "seed1337" / "log.txt"
-    deadline = time.time() + 180
-    while time.time() < deadline and not (log.is_file() and "\n2 train" in log.read_text()):
-        time.sleep(0.2)
+    wait_for_step(log, 2, timeout=180)
     process.send_signal(signal.SIGTERM)
     stdout, _ = process.communicate(timeout=120)
     assert process.returncode == 3, stdout
@@ -176,9 +179,7 @@ def test_a_killed_study_takes_its_run_with_it_and_a_restart_continues_it(tmp_pat
             "train.max_steps=12"]
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = tmp_path / "s" / "rope" / "seed1337" / "log.txt"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.is_file() and "\n4 train" in log.read_text()):
-        time.sleep(0.2)
+    wait_for_step(log, 4)
     process.kill()
     process.wait()
     from gptlab.files import DirectoryLock
@@ -227,9 +228,7 @@ def test_a_closed_terminal_stops_the_study_as_sigterm_does(tmp_path):
             "train.max_steps=12"]
     process = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     log = tmp_path / "rope" / "seed1337" / "log.txt"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.is_file() and "\n4 train" in log.read_text()):
-        time.sleep(0.2)
+    wait_for_step(log, 4)
     process.send_signal(signal.SIGHUP)
     process.communicate(timeout=120)
     assert process.returncode == 3
