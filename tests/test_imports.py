@@ -2,7 +2,6 @@
 hides a circle rather than removing it), and the lower layers never reach up."""
 
 import ast
-from pathlib import Path
 
 from gptlab.paths import REPO_ROOT
 

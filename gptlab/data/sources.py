@@ -59,7 +59,7 @@ def open_data(train: TrainingConfig, B: int, T: int, rank: int = 0, world_size: 
         # sequences than val_tokens holds, so that a small validation split is scored whole
         val_loader = TokenLoader(val_shards, max(1, min(B, train.val_tokens // T)), T, 0, 1, name="val data",
                                  vocab_size=vocab_size)
-    except DataError as e:
+    except DataError:
         if use_shards or B * T * world_size * accum < 100_000:
             raise
         raise DataError(f"this is the GPT-2 124M recipe ({train.total_batch_size:,} tokens a step in sequences of {T}), "

@@ -278,7 +278,7 @@ def _check(study: Study, quiet: bool = False) -> dict[str, Run]:
         raise StudyError(f"these experiments are the baseline's model once the preset {study.preset} and the "
                          "overrides are applied, so comparing them with it measures nothing but seed noise:\n  - " +
                          "\n  - ".join(lines) + "\ngive a field they need as an override for every run "
-                         f"(model.FIELD=VALUE), or leave them out of the study. Nothing was trained")
+                         "(model.FIELD=VALUE), or leave them out of the study. Nothing was trained")
     return first
 
 

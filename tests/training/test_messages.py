@@ -9,7 +9,6 @@ import pytest
 
 from gptlab import load_model
 from gptlab.evaluation import hellaswag
-from gptlab.paths import REPO_ROOT
 from gptlab.training.checkpoint import CheckpointError
 from gptlab.training.cli import main
 
