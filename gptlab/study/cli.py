@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from gptlab.core.config import ConfigError
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{study.seeds} seed(s){sweep} = {len(runs)} runs, preset {study.preset}, baseline {study.baseline}, in "
           f"{study.root}")
     for name in study.experiments:
-        differs = next(r.differs for r in runs if r.experiment == name)
+        differs = next(r.differs for r in runs if r.experiment == name and r.lr_multiplier == 1)  # not a sweep point's rates
         if name != study.baseline:
             changes = ", ".join(f"{k.replace('_class', '')} {_short(a)} -> {_short(b)}" for k, (a, b) in differs.items())
             print(f"  {name}: {changes or 'the same model as the baseline'}")
@@ -180,6 +181,13 @@ def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool)
         elif study.seeds > 1:
             print("the seeds at each experiment's tuned learning rate are submitted by the same command once the "
                   "sweep is complete")
+    if dry_run:  # reads what an earlier submission wrote, writes nothing
+        try:
+            print(submit(study, runs, options, dry_run=True))
+        except (SlurmError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return 0
     lock = DirectoryLock(study.root)
     try:
         study.root.mkdir(parents=True, exist_ok=True)
@@ -187,9 +195,8 @@ def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool)
             print(f"error: {study.root} is in use by another study command (pid {lock.holder()}); wait for it",
                   file=sys.stderr)
             return 2
-        if not dry_run:
-            write_definition(study, runs)
-        print(submit(study, runs, options, dry_run))
+        write_definition(study, runs)
+        print(submit(study, runs, options))
     except (SlurmError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -226,7 +233,10 @@ def load_name(runs: list, name: str) -> str:
 
 
 def _short(value) -> str:
-    return str(value).rsplit(".", 1)[-1]
+    """A component by its class name (gptlab.modules.attention.MLAAttention -> MLAAttention), a number as it is."""
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][\w.]*", value):
+        return value.rsplit(".", 1)[-1]
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 if __name__ == "__main__":

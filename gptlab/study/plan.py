@@ -27,7 +27,7 @@ from gptlab.optim import optimizer_class
 from gptlab.paths import LOG_ROOT, STUDIES_DIR
 from gptlab.training.planning import plan_run, seed_dir_name
 from gptlab.training.presets import PRESETS
-from gptlab.training.run import Run
+from gptlab.training.run import Run, TrainingError
 
 # training fields a variant may change without making the comparison unfair, and why
 FREE_FIELDS = {
@@ -250,8 +250,10 @@ def _check(study: Study, quiet: bool = False) -> dict[str, Run]:
     for name in study.experiments:
         try:
             first[name] = plan_run(name, study.preset, study.overrides, quiet=quiet)
-        except (ExperimentError, ConfigError, ValueError) as e:
-            raise StudyError(f"experiment {name!r} of study {study.name} cannot run: {e}") from None
+        except (ExperimentError, ConfigError, ValueError, TrainingError) as e:
+            raise StudyError(f"experiment {name!r} of study {study.name} cannot run: {e}"
+                             + ("\n(a study's overrides apply to every run: a setting one experiment's optimizer needs "
+                                "belongs in that experiment's file)" if "would be ignored" in str(e) else "")) from None
     by_name = {}
     for name, run in first.items():
         by_name.setdefault(run.experiment.name, []).append(name)

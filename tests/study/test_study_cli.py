@@ -42,6 +42,21 @@ def test_a_study_needs_experiments_and_parallel_needs_gpus(tmp_path, capsys):
     assert "--parallel puts one run on each GPU" in capsys.readouterr().err
 
 
+def test_the_plan_names_each_variants_change_and_an_override_one_optimizer_ignores_is_an_error(tmp_path, capsys):
+    out = str(tmp_path / "runs")
+    assert main(["--experiments", "baseline", "muon", "mla", "--seeds", "3", "--lr-sweep", "0.5,1,2", "--launcher",
+                 "slurm", "--dry-run", "--out", out, *TINY]) == 0
+    printed = capsys.readouterr().out
+    # what the experiment changes, not what a sweep point's multiplier does to its rates
+    assert "  muon: optimizer AdamW -> Muon\n" in printed
+    assert "  mla: attention BaseAttention -> MLAAttention, position_encoding LearnedPositionEncoding -> RoPE" in printed
+    assert main(["--experiments", "baseline", "muon", "--seeds", "3", "--out", out, *TINY, "train.muon_lr=0.015"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: experiment 'baseline' of study study cannot run: the optimizer AdamW cannot run")
+    assert "belongs in that experiment's file" in err and "Traceback" not in err
+    assert not (tmp_path / "runs").exists()
+
+
 @pytest.mark.long
 def test_a_study_trains_reports_and_skips_what_is_complete(tmp_path):
     out = tmp_path / "study"
