@@ -255,7 +255,8 @@ def parse_value(config_cls, name: str, text: str):
             return int(text.replace("_", ""))
         value = kind(text)
     except ValueError:
-        raise ConfigError(f"{config_cls.__name__}.{name} takes a {kind.__name__}, "
+        words = {int: "a whole number", float: "a number", bool: "true or false"}
+        raise ConfigError(f"{config_cls.__name__}.{name} takes {words.get(kind, f'a {kind.__name__}')}, "
                           f"got {text!r}") from None
     if kind is float and not math.isfinite(value):
         raise ConfigError(f"{config_cls.__name__}.{name}={text} is not a finite number; give a number such as "

@@ -23,6 +23,7 @@ import dataclasses
 import io
 import json
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -109,13 +110,21 @@ class Table:
     study: bool = False
 
 
-def find_runs(paths: list[Path]) -> list[dict]:
-    """The record of every run under paths (a run's own directory, or any directory above)."""
+def find_runs(paths: list[Path], unreadable: list[Path] | None = None) -> list[dict]:
+    """The record of every run under paths (a run's own directory, or any directory above); the
+    directories whose run.json and log.txt say no run are appended to `unreadable`."""
     dirs = []
     for path in paths:
         found = {p.parent for pattern in ("run.json", "log.txt") for p in path.rglob(pattern)}
         dirs += [d for d in sorted(found) if d not in dirs]
-    return [r for r in (read_record(d) for d in dirs) if r and r.get("experiment")]
+    records = []
+    for d in dirs:
+        r = read_record(d)
+        if r and r.get("experiment"):
+            records.append(r)
+        elif unreadable is not None:
+            unreadable.append(d)
+    return records
 
 
 def group(records: list[dict], baseline: str | None = None) -> list[Table]:
@@ -160,7 +169,7 @@ def _table(runs: list[dict], baseline: str | None, kind: str = "", fits: dict | 
         if kind == "tuned":
             row.lr_multiplier = _multiplier(row.runs[0])
         rows.append(row)
-    table = Table(_title(runs[0], study, kind), base, rows, _is_recipe(runs), kind=kind, spread=_spread(runs),
+    table = Table(_title(runs, study, kind), base, rows, _is_recipe(runs), kind=kind, spread=_spread(runs),
                   fits=fits or {}, study=bool(study))
     for key in METRICS:
         made = sum(bool(row.values(key)) for row in rows[1:]) if rows[0].values(key) else 0
@@ -245,12 +254,13 @@ def _labels(runs: list[dict], base_name: str, in_study: bool) -> dict[int, tuple
     return labels
 
 
-def _title(r: dict, study: dict, kind: str) -> str:
+def _title(runs: list[dict], study: dict, kind: str) -> str:
+    r = runs[0]
     cfg = r.get("training_config") or {}
     steps, batch, val = (cfg.get(k) if isinstance(cfg.get(k), int) else 0
                          for k in ("max_steps", "total_batch_size", "val_tokens"))
     name = f"{study['name']}: " if study else ""
-    where = _study_root(r) if study else Path(r["log_dir"]).parent.parent
+    where = _study_root(r) if study else Path(os.path.commonpath([str(run["log_dir"]) for run in runs]))
     rate = {"shared": f", at the shared learning rate (max_lr {cfg.get('max_lr', 0) / _multiplier(r):.3g})",
             "tuned": ", at each experiment's tuned learning rate"}.get(kind, "")
     return (f"{name}preset {r.get('preset')}, {steps:,} steps x {batch:,} tokens = {steps * batch:,} tokens, "
@@ -512,7 +522,10 @@ def detect_lines(tables: list[Table], delta: float) -> str:
     for table in tables:
         r = table.resolution.get("val_loss")
         if r is None:
-            out.append(f"{table.title}: no seed-to-seed spread to plan with (one seed a side); train 3 seeds or more")
+            why = (f"one experiment ({table.rows[0].experiment}) and nothing to compare it with" if len(table.rows) < 2
+                   else "no experiment with two seeds or more")
+            out.append(f"{table.title}: no seed-to-seed spread to plan with ({why}); a study of a baseline and "
+                       "its variants, 3 seeds or more each, has one")
             continue
         n = r.needed(delta)
         needs = f"{n} seeds per arm" if n else "more than 100,000 seeds per arm"
@@ -569,12 +582,18 @@ def as_csv(tables: list[Table]) -> str:
 def write_report(paths: list[Path], out: Path, baseline: str | None = None, figures: bool = True,
                  detect: float | None = None) -> str:
     """Find, compare, print-ready Markdown; writes report.md/.csv/.json (and the figures) into out."""
-    records = find_runs(paths)
+    unreadable = []
+    records = find_runs(paths, unreadable)
     for warning in (w for r in records for w in r.get("warnings") or []):
         print(f"warning: {warning}", file=sys.stderr)
+    for d in unreadable:
+        print(f"warning: {d}: its run.json and log.txt are not a run's (unreadable or damaged); left out",
+              file=sys.stderr)
     tables = group(records, baseline)
     if not tables:
-        raise FileNotFoundError(f"no runs (run.json or log.txt) under {', '.join(map(str, paths))}")
+        raise FileNotFoundError(f"no runs (run.json or log.txt) under {', '.join(map(str, paths))}" +
+                                (f": {len(unreadable)} director{'y holds' if len(unreadable) == 1 else 'ies hold'} "
+                                 "a run.json or log.txt that is not a run's" if unreadable else ""))
     text = markdown(tables)
     if detect is not None:
         text += "\n" + detect_lines(tables, detect) + "\n"

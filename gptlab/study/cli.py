@@ -64,10 +64,13 @@ def parser() -> argparse.ArgumentParser:
 def multipliers(text: str) -> list[float]:
     """--lr-sweep 0.5,0.71,1,1.41,2 -> [0.5, 0.71, 1.0, 1.41, 2.0]"""
     try:
-        return [float(m) for m in text.split(",") if m.strip()]
+        values = [float(m) for m in text.split(",") if m.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of multipliers of max_lr, e.g. "
-                                         f"0.5,0.71,1,1.41,2") from None
+        values = None
+    if values:
+        return values
+    raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of multipliers of max_lr, e.g. "
+                                     "0.5,0.71,1,1.41,2")
 
 
 def resolve_study(args: argparse.Namespace) -> Study:
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     from gptlab.study.runner import StudyRunner, write_definition
     try:
         study = resolve_study(args)
-        options = SlurmOptions.parse({**study.slurm, **SlurmOptions.parse(args.slurm or []).changed()}) \
+        options = SlurmOptions(**{**SlurmOptions.values(study.slurm), **SlurmOptions.values(args.slurm or [])}) \
             if study.launcher == "slurm" or args.slurm else None
         if options is not None and study.launcher != "slurm":
             raise StudyError("--slurm sets how the runs are submitted to SLURM: give --launcher slurm too")
@@ -119,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     except (StudyError, ExperimentError, ConfigError, SlurmError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sweep = (f" and a learning-rate sweep over x{', x'.join(f'{m:g}' for m in study.lr_sweep)} of max_lr (then the "
-             f"seeds at each experiment's tuned rate)" if study.lr_sweep else "")
+    points = sorted({*study.lr_sweep, 1.0})
+    sweep = (f" and a learning-rate sweep over x{', x'.join(f'{m:g}' for m in points)} of max_lr"
+             + (" (x1, the shared rate, added)" if 1.0 not in study.lr_sweep else "")
+             + (" then the other seeds at each experiment's tuned rate" if study.seeds > 1 else "")
+             if study.lr_sweep else "")
     print(f"{'study' if study.name == 'study' else f'study {study.name}'}: {len(study.experiments)} experiment(s) x "
           f"{study.seeds} seed(s){sweep} = {len(runs)} runs, preset {study.preset}, baseline {study.baseline}, in "
           f"{study.root}")

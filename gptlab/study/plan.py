@@ -78,6 +78,15 @@ class Study:
             elif len(set(self.lr_sweep)) < 3:
                 problems.append(f"lr_sweep={self.lr_sweep}: give at least 3 different multipliers (a parabola is "
                                 f"fitted through them), e.g. 0.5,0.71,1,1.41,2")
+            else:  # each point's runs live in lr<M:g>/: two multipliers of one name would share a directory
+                names = {}
+                for m in sorted({*self.lr_sweep, 1.0}):
+                    names.setdefault(f"{m:g}", []).append(m)
+                same = [ms for ms in names.values() if len(ms) > 1]
+                if same:
+                    problems.append("lr_sweep: " + "; ".join(" and ".join(repr(m) for m in ms) for ms in same) +
+                                    " are one multiplier at 6 significant digits (and one directory, lr" +
+                                    f"{same[0][0]:g}); give multipliers that differ sooner")
         if self.launcher not in ("local", "slurm"):
             problems.append(f"launcher={self.launcher!r} must be 'local' or 'slurm'")
         if not isinstance(self.slurm, dict):

@@ -31,6 +31,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -78,52 +79,128 @@ class SlurmOptions:
 
     def __post_init__(self) -> None:
         problems = []
-        for name in ("nodes",):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)!r} must be a whole number, 1 or more")
-        for name in ("gpus_per_node", "cpus_per_task", "max_parallel", "signal_seconds", "preemption_retries",
-                     "failure_retries", "port"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                problems.append(f"{name}={getattr(self, name)!r} must be a whole number, 0 or more")
-        for name in ("sbatch", "setup"):
-            value = getattr(self, name)
-            if isinstance(value, str):
-                setattr(self, name, [value])
-            elif not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-                problems.append(f"{name} must be a list of lines, got {value!r}")
-        if self.time and not all(part.isdigit() for part in self.time.replace("-", ":").split(":")):
-            problems.append(f"time={self.time!r} is not a SLURM time limit such as 24:00:00 or 1-12:00:00")
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), _kind(f)
+            if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+                problems.append(f"{f.name}={value!r} must be a whole number")
+            elif kind is str and not isinstance(value, str):
+                problems.append(f"{f.name}={value!r} must be a string")
+            elif kind is str and "\n" in value:
+                problems.append(f"{f.name}={value!r} must be one line")
+            elif kind is list:
+                value = [value] if isinstance(value, str) else value
+                if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+                    problems.append(f"{f.name} must be a list of lines, got {value!r}")
+                else:
+                    setattr(self, f.name, [v for v in value if v.strip()])  # an empty line sets nothing
+        if problems:
+            raise SlurmError("the SLURM settings are invalid:\n  - " + "\n  - ".join(problems))
+        if self.nodes < 1:
+            problems.append(f"nodes={self.nodes} must be 1 or more")
+        for name in ("gpus_per_node", "cpus_per_task", "max_parallel", "preemption_retries", "failure_retries"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be 0 or more")
+        if not 1 <= self.port <= 65535:
+            problems.append(f"port={self.port} is not a TCP port (1 to 65535)")
+        if not 1 <= self.signal_seconds <= 65535:  # sbatch --signal's range; 0 would leave no time to save
+            problems.append(f"signal_seconds={self.signal_seconds} must be 1 to 65535 (seconds before the time limit "
+                            "at which the run saves and requeues)")
+        try:
+            limit = time_limit_seconds(self.time)
+        except ValueError as e:
+            problems.append(str(e))
+        else:
+            if limit is not None and self.signal_seconds >= limit:
+                problems.append(f"signal_seconds={self.signal_seconds} is not shorter than the time limit "
+                                f"time={self.time} ({limit} s): the run would be told to save before it started; "
+                                "give a longer time or a smaller signal_seconds")
+        for line in self.sbatch:
+            if "\n" in line:
+                problems.append(f"sbatch line {line!r} must be one line")
+            body = line.strip().removeprefix("#SBATCH").strip()
+            flag = re.split(r"[=\s]", body, maxsplit=1)[0]
+            flag = flag[:2] if re.fullmatch(r"-[A-Za-z].+", flag) else flag  # -N2: the short flag -N
+            if flag in OWN_SBATCH_FLAGS:
+                problems.append(f"sbatch line {line!r}: gptlab sets {flag} itself ({OWN_SBATCH_FLAGS[flag]})")
         if problems:
             raise SlurmError("the SLURM settings are invalid:\n  - " + "\n  - ".join(problems))
 
-    def changed(self) -> dict:
-        """The settings that differ from the defaults."""
-        default = type(self)()
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(default, f.name)}
-
     @classmethod
-    def parse(cls, items: list[str] | dict) -> SlurmOptions:
-        """From `KEY=VALUE` words (the command line) or a dict (a study file), each key a field."""
+    def values(cls, items: list[str] | dict) -> dict:
+        """The settings given, typed: from `KEY=VALUE` words (the command line) or a dict (a study
+        file's SLURM), each key a field; a list field given twice on the command line collects both."""
         names = [f.name for f in dataclasses.fields(cls)]
-        pairs = items.items() if isinstance(items, dict) else [item.partition("=")[::2] for item in items]
+        where = "SLURM setting {}" if isinstance(items, dict) else "--slurm {}"
+        if isinstance(items, dict):
+            pairs = list(items.items())
+        else:
+            pairs = []
+            for item in items:
+                key, equals, value = item.partition("=")
+                if not equals:
+                    raise SlurmError(f"--slurm {item}: give KEY=VALUE, e.g. --slurm partition=gpu time=24:00:00")
+                pairs.append((key, value))
         values = {}
         for key, value in pairs:
             if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                raise SlurmError(f"--slurm {key}: not a SLURM setting; {f'did you mean {close[0]}? ' if close else ''}"
-                                 f"the settings are {', '.join(names)}")
-            kind = type(getattr(cls(), key))
-            if isinstance(value, str) and kind is int:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                raise SlurmError(f"{where.format(repr(key) if isinstance(items, dict) else key)}: not a SLURM "
+                                 f"setting; {f'did you mean {close[0]}? ' if close else ''}the settings are "
+                                 f"{', '.join(names)}")
+            kind = _kind(next(f for f in dataclasses.fields(cls) if f.name == key))
+            if isinstance(value, str) and kind is int and not isinstance(items, dict):
                 try:
                     value = int(value)
                 except ValueError:
                     raise SlurmError(f"--slurm {key}={value}: give a whole number") from None
-            elif isinstance(value, str) and kind is list:
-                value = [value]
-            if kind is list and key in values:
-                value = values[key] + value
+            elif isinstance(value, str) and kind is list and not isinstance(items, dict):
+                value = values.get(key, []) + [value]
             values[key] = value
-        return cls(**values)
+        return values
+
+    @classmethod
+    def parse(cls, items: list[str] | dict) -> SlurmOptions:
+        """From `KEY=VALUE` words (the command line) or a dict (a study file)."""
+        return cls(**cls.values(items))
+
+
+def _kind(f: dataclasses.Field) -> type:
+    """A setting's type: int, str, or list (of lines)."""
+    return list if f.default is dataclasses.MISSING else type(f.default)
+
+
+OWN_SBATCH_FLAGS = {"--array": "a task per run", "--job-name": "gptlab-<study>", "--output": "slurm/%A_%a.out",
+                    "--requeue": "always", "--no-requeue": "tasks requeue themselves", "--open-mode": "append",
+                    "--signal": "signal_seconds", "--nodes": "nodes", "-N": "nodes", "-a": "a task per run",
+                    "--ntasks-per-node": "one task per node: torchrun starts the processes",
+                    "--gpus-per-node": "gpus_per_node", "--partition": "partition", "-p": "partition",
+                    "--time": "time", "-t": "time", "--account": "account", "-A": "account", "--qos": "qos",
+                    "--mem": "mem", "--cpus-per-task": "cpus_per_task", "-c": "cpus_per_task", "-o": "--output"}
+
+
+def time_limit_seconds(text: str) -> int | None:
+    """SLURM's time limit in seconds (None: no limit): "" (the partition's), "UNLIMITED", minutes,
+    minutes:seconds, hours:minutes:seconds, days-hours, days-hours:minutes, days-hours:minutes:seconds."""
+    if text in ("", "UNLIMITED", "INFINITE", "infinite", "unlimited"):
+        return None
+    days, dash, clock = text.rpartition("-") if "-" in text else ("0", "", text)
+    parts = clock.split(":")
+    if not (days.isdigit() and all(p.isdigit() for p in parts) and len(parts) <= 3 and (not dash or parts[0])):
+        raise ValueError(f"time={text!r} is not a SLURM time limit such as 24:00:00, 1-12:00:00 or 90 (minutes)")
+    numbers = [int(p) for p in parts]
+    if dash:  # days-hours[:minutes[:seconds]]
+        h, m, sec = (numbers + [0, 0])[:3]
+    elif len(numbers) == 3:
+        h, m, sec = numbers
+    elif len(numbers) == 2:  # minutes:seconds
+        h, m, sec = 0, *numbers
+    else:
+        h, m, sec = 0, numbers[0], 0
+    total = ((int(days) * 24 + h) * 60 + m) * 60 + sec
+    if total == 0:
+        raise ValueError(f"time={text!r} is no time at all; give a limit such as 24:00:00, or leave it out for the "
+                         "partition's")
+    return total
 
 
 # ---- the code a study was submitted with
@@ -166,9 +243,16 @@ def read_manifest(root: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: not JSON, or not UTF-8
         raise SlurmError(f"{path} cannot be read ({e}); move it away to submit the study afresh") from None
+    if manifest is None:
+        return None
+    runs = manifest.get("runs") if isinstance(manifest, dict) else None
+    if not isinstance(runs, list) or not all(isinstance(r, dict) and isinstance(r.get("log_dir"), str) for r in runs):
+        raise SlurmError(f"{path} is not a study's manifest (a JSON object whose \"runs\" lists each run with its "
+                         "log_dir); move it away to submit the study afresh")
+    return manifest
 
 
 def task_command(options: SlurmOptions, cmd: list[str]) -> list[str]:

@@ -76,7 +76,8 @@ def run_status(run: dict, jobs: dict[str, str], states: dict[str, str], now: flo
             "step": (record or {}).get("step"), "max_steps": (record or {}).get("max_steps"),
             "val_loss": (record or {}).get("val_loss"), "tok_per_sec": (record or {}).get("tok_per_sec"),
             "log_moved_seconds": moved, "why": why, "log_dir": str(log_dir),
-            "preemptions": task.get("preemptions", 0), "failures": task.get("failures", 0)}
+            "preemptions": task.get("preemptions", 0), "failures": task.get("failures", 0),
+            "warnings": (record or {}).get("warnings") or []}  # a damaged run.json, rebuilt from log.txt
 
 
 def status(root: Path) -> tuple[list[dict], str]:
@@ -110,6 +111,7 @@ def format_status(rows: list[dict], note: str = "") -> str:
     for r in rows:
         if r["why"]:
             lines.append(f"  {r['experiment']} seed {r['seed']}: {r['why']}")
+        lines += [f"  warning: {w}" for w in r.get("warnings", [])]
     counts = Counter(r["state"] for r in rows)
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()))
     if note:

@@ -166,6 +166,27 @@ def test_the_command_names_what_is_missing(tmp_path, capsys):
     assert "no runs (run.json or log.txt)" in capsys.readouterr().err
 
 
+def test_a_directory_whose_record_and_log_are_not_a_runs_is_named(tmp_path, capsys):
+    (tmp_path / "gr").mkdir()
+    (tmp_path / "gr" / "run.json").write_text("{garbage")
+    assert main([str(tmp_path / "gr")]) == 2
+    err = capsys.readouterr().err
+    assert f"warning: {tmp_path / 'gr'}: its run.json and log.txt are not a run's" in err
+    assert "1 directory holds a run.json or log.txt that is not a run's" in err
+
+
+def test_detect_says_why_there_is_no_spread_to_plan_with(tmp_path):
+    study_runs(tmp_path, {"rope": [3.10, 3.12, 3.11]})
+    text = write_report([tmp_path / "rope"], tmp_path / "out", figures=False, detect=0.01)
+    assert "one experiment (rope) and nothing to compare it with" in text and "one seed a side" not in text
+
+
+def test_runs_outside_a_study_are_titled_by_their_own_directory(tmp_path):
+    fake_run(tmp_path / "runs" / "one", "rope", 1337, vals=(10.8, 8.0, 3.1), status="complete")
+    text = write_report([tmp_path / "runs" / "one"], tmp_path / "out", figures=False)
+    assert text.splitlines()[0].endswith(f"({tmp_path / 'runs' / 'one'})")  # not its parent's parent
+
+
 def test_records_that_are_not_records_are_read_from_the_log_without_a_traceback(tmp_path):
     study_runs(tmp_path, {"baseline": [3.30, 3.31], "rope": [3.10, 3.12]})
     for text in ("[]", '"x"', '{"experiment": 5}', "{broken"):

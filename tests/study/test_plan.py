@@ -130,6 +130,13 @@ def test_study_settings_of_the_wrong_type_are_named(tmp_path):
             load_study(write(tmp_path / "s.py", text))
 
 
+def test_sweep_multipliers_that_would_share_a_directory_are_refused(tmp_path):
+    for sweep, phrase in (([0.71, 0.7100001, 1, 2], "0.71 and 0.7100001 are one multiplier"),
+                          ([0.5, 1.0000001, 2], "1.0 and 1.0000001 are one multiplier")):
+        with pytest.raises(StudyError, match=phrase):
+            Study(["baseline", "rope"], lr_sweep=sweep, out=str(tmp_path))
+
+
 def test_two_experiment_files_of_one_name_are_refused(tmp_path):
     (tmp_path / "x").mkdir()
     exp = write(tmp_path / "x" / "rope.py", "from gptlab.modules import ALiBi\nPOSITION_ENCODING_CLASS = ALiBi\n")

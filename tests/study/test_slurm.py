@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from gptlab.paths import REPO_ROOT
-from gptlab.study.slurm import SlurmError, SlurmOptions, code_changes, code_fingerprint, ranges, run_task
+from gptlab.study.slurm import (SlurmError, SlurmOptions, code_changes, code_fingerprint, ranges, run_task,
+                                time_limit_seconds)
 
 TINY = ["--preset", "smoke", "train.max_steps=6", "train.eval_interval=3", "train.hellaswag=false",
         "train.num_samples=0"]
@@ -62,6 +63,52 @@ def test_slurm_settings_are_checked_and_named():
     assert ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and ranges([3]) == "3"
 
 
+@pytest.mark.parametrize("text, seconds", [("24:00:00", 86400), ("1-12:00:00", 129600), ("90", 5400),
+                                           ("90:30", 5430), ("1-2", 93600), ("1-2:30", 95400), ("1-2:30:15", 95415),
+                                           ("UNLIMITED", None), ("", None)])
+def test_slurm_time_limits_in_every_form_sbatch_takes(text, seconds):
+    # sbatch(1): "minutes", "minutes:seconds", "hours:minutes:seconds", "days-hours",
+    # "days-hours:minutes" and "days-hours:minutes:seconds"
+    assert time_limit_seconds(text) == seconds
+
+
+@pytest.mark.parametrize("items, phrase", [
+    (["time=1:00:00:00"], "not a SLURM time limit"), (["time=1-"], "not a SLURM time limit"),
+    (["time=0"], "no time at all"), (["port=99999"], "not a TCP port"), (["signal_seconds=0"], "must be 1 to 65535"),
+    (["signal_seconds=70000"], "must be 1 to 65535"),
+    (["time=00:01:00", "signal_seconds=300"], "not shorter than the time limit"),
+    (["partition"], "give KEY=VALUE"), (["sbatch=--array=0-99"], "gptlab sets --array itself"),
+    (["sbatch=-N2"], "gptlab sets -N itself"), (["sbatch=#SBATCH --time=5"], "gptlab sets --time itself"),
+    (["sbatch=--x\n--array=1"], "must be one line"), (["partition=a\nb"], "must be one line"),
+    ({"time": 5}, "time=5 must be a string"), ({"python": 3}, "python=3 must be a string"),
+    ({"nodes": True}, "nodes=True must be a whole number"), ({"bogus": 1}, "SLURM setting 'bogus': not a SLURM"),
+])
+def test_slurm_settings_sbatch_would_refuse_or_misread_are_refused_before_submission(items, phrase):
+    with pytest.raises(SlurmError, match=phrase):
+        SlurmOptions.parse(items)
+
+
+def test_an_empty_setup_line_sets_nothing_and_the_command_line_replaces_the_files_settings(tmp_path):
+    assert SlurmOptions.parse(["setup="]).setup == []
+    file = tmp_path / "s.py"
+    file.write_text("EXPERIMENTS = ['baseline', 'rope']\nLAUNCHER = 'slurm'\nSLURM = {'nodes': 2, 'signal_seconds': 600}\n")
+    result = study(str(file), "--out", str(tmp_path / "runs"), *TINY, "--dry-run", "--slurm", "nodes=1",
+                   "signal_seconds=300")  # back to the defaults: still given, still applied
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --nodes=1" in result.stdout and "#SBATCH --signal=B:USR1@300" in result.stdout
+
+
+@pytest.mark.parametrize("manifest", [b"[1, 2, 3]", b'{"runs": [{"no_log_dir": 1}]}', b'{"runs": "x"}', b"\xff\xfe",
+                                      b"{garbage"])
+def test_a_damaged_manifest_is_one_clear_error(tmp_path, manifest):
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "manifest.json").write_bytes(manifest)
+    out = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "manifest.json" in out.stderr and "move it away" in out.stderr
+
+
 def test_slurm_flags_need_the_slurm_launcher(tmp_path):
     result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--dry-run")
     assert result.returncode == 2 and "--dry-run prints the sbatch script of --launcher slurm" in result.stderr
@@ -101,6 +148,11 @@ def test_status_of_a_local_study(tmp_path):
     table = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
                            cwd=REPO_ROOT).stdout
     assert "3 runs: 1 complete, 1 stopped, 1 not started" in table and "log moved" in table
+    (tmp_path / "baseline" / "seed1337" / "run.json").write_text("[]")  # damaged: rebuilt from log.txt, and said
+    assert gptlab_status(tmp_path)["baseline 1337"]["state"] == "complete"
+    table = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
+                           cwd=REPO_ROOT).stdout
+    assert "  warning: " in table and "run.json" in table.split("  warning: ")[1]
 
 
 # ---- on a real cluster

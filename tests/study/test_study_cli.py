@@ -55,6 +55,9 @@ def test_the_plan_names_each_variants_change_and_an_override_one_optimizer_ignor
     assert err.startswith("error: experiment 'baseline' of study study cannot run: the optimizer AdamW cannot run")
     assert "belongs in that experiment's file" in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()
+    with pytest.raises(SystemExit):  # an empty sweep is a mistake, not "no sweep"
+        main(["--experiments", "baseline", "rope", "--lr-sweep=,", "--out", out, *TINY])
+    assert "',' is not a comma-separated list of multipliers" in capsys.readouterr().err
 
 
 @pytest.mark.long

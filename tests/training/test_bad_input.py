@@ -52,8 +52,8 @@ def test_missing_or_misspelt_experiment(tmp_path):
 
 @pytest.mark.parametrize("override, phrase", [
     ("train.warmup=3", "TrainingConfig has no field 'warmup'; did you mean warmup_steps"),
-    ("model.n_layer=two", "GPTConfig.n_layer takes a int, got 'two'"),
-    ("train.hellaswag=maybe", "TrainingConfig.hellaswag takes a bool, got 'maybe'"),
+    ("model.n_layer=two", "GPTConfig.n_layer takes a whole number, got 'two'"),
+    ("train.hellaswag=maybe", "TrainingConfig.hellaswag takes true or false, got 'maybe'"),
 ])
 def test_override_with_unknown_key_or_wrong_type(tmp_path, override, phrase):
     assert_refused(train("--log-dir", str(tmp_path), *SMOKE, override), phrase)

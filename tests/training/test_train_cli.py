@@ -84,7 +84,7 @@ def test_a_new_run_never_overwrites_an_existing_one(tmp_path, capsys):
 
 @pytest.mark.parametrize("override, message", [
     ("model.n_layers=3", "GPTConfig has no field 'n_layers'; did you mean n_layer"),
-    ("train.max_lr=fast", "TrainingConfig.max_lr takes a float, got 'fast'"),
+    ("train.max_lr=fast", "TrainingConfig.max_lr takes a number, got 'fast'"),
     ("n_layer=3", "not of the form model.FIELD=VALUE"),
     ("train.total_batch_size=1000", "total_batch_size=1000 is not divisible by"),
     ("model.n_head=5", "n_embd=64 is not divisible by n_head=5"),
