@@ -3,9 +3,10 @@
 the per-variant sweeps of Marin and "Fantastic Pretraining Optimizers", arXiv 2509.02046).
 
 The fitted optimum picks the grid point the seeds then train at: the grid point nearest to it in
-log(lr). A grid point was trained already (its first seed is the sweep's run), near the optimum
-the bowl is flat (the cost of the nearest point is a (ln step / 2)^2 at most, printed), and a
-vertex fitted through five noisy points moves more than that between repeats of the sweep.
+log(lr). Near the optimum the bowl is flat (for the fit a x^2 + b x + c in x = ln lr, the cost of
+the nearest point is at most a (ln step / 2)^2, printed), a vertex fitted through five noisy points
+moves more than that between repeats of the sweep, and where the grid point is x1 the shared
+table's runs serve the tuned one too.
 An optimum at or beyond an edge of the grid is not extrapolated: the edge point is taken, and
 the fit says which way to widen the grid. A fit that is not convex says so, and the grid's best
 point is taken.

@@ -137,9 +137,11 @@ def group(records: list[dict], baseline: str | None = None) -> list[Table]:
         if study.get("lr_sweep"):
             fits = sweep_fits(runs)
             shared = [r for r in runs if _multiplier(r) == 1.0]
-            tuned = [r for r in runs if r["experiment"] in fits and _multiplier(r) == fits[r["experiment"]].chosen]
-            tables.append(_table(shared, baseline, kind="shared", fits=fits))
-            tables.append(_table(tuned, baseline, kind="tuned", fits=fits))
+            # at each experiment's chosen rate, without the sweep's own run there (chosen for its low loss)
+            tuned = [r for r in runs if r["experiment"] in fits and _multiplier(r) == fits[r["experiment"]].chosen
+                     and r.get("seed") != study.get("first_seed")]
+            tables += [_table(chosen, baseline, kind=kind, fits=fits) for chosen, kind in ((shared, "shared"),
+                                                                                            (tuned, "tuned")) if chosen]
         else:
             tables.append(_table(runs, baseline))
     return tables

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     points = sorted({*study.lr_sweep, 1.0})
     sweep = (f" and a learning-rate sweep over x{', x'.join(f'{m:g}' for m in points)} of max_lr"
              + (" (x1, the shared rate, added)" if 1.0 not in study.lr_sweep else "")
-             + (" then the other seeds at each experiment's tuned rate" if study.seeds > 1 else "")
+             + f", then {study.seeds} seed(s) at each experiment's tuned rate"
              if study.lr_sweep else "")
     print(f"{'study' if study.name == 'study' else f'study {study.name}'}: {len(study.experiments)} experiment(s) x "
           f"{study.seeds} seed(s){sweep} = {len(runs)} runs, preset {study.preset}, baseline {study.baseline}, in "
@@ -184,7 +184,7 @@ def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool)
         if tuned:
             print(f"at each experiment's tuned learning rate: {len(tuned)} more run(s)")
             runs = runs + tuned
-        elif study.seeds > 1:
+        else:
             print("the seeds at each experiment's tuned learning rate are submitted by the same command once the "
                   "sweep is complete")
     if dry_run:  # reads what an earlier submission wrote, writes nothing
@@ -212,8 +212,8 @@ def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool)
 
 
 def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
-    """After the sweep: each experiment's fitted learning rate, said, and the runs of its other
-    seeds there. An experiment whose sweep is missing a point waits for the same command to retry it."""
+    """After the sweep: each experiment's fitted learning rate, said, and the runs of its seeds
+    there (not the sweep's own: see plan_tuned) that are not planned already. An experiment whose sweep is missing a point waits for the same command to retry it."""
     from gptlab.reporting.lr_sweep import sweep_fits
     from gptlab.training.record import read_record
     records = [r for r in (read_record(p.log_dir) for p in runs if p.seed == p.first_seed) if r]
@@ -230,7 +230,8 @@ def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
         chosen[name] = fit.chosen
         found = f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else fit.flag
         print(f"  {name}: {found}; its seeds train at x{fit.chosen:g} (max_lr {fit.base_lr * fit.chosen:.3g})")
-    return plan_tuned(study, chosen) if study.seeds > 1 else []
+    planned = {r.log_dir for r in runs}  # where the tuned rate is 1, the shared seeds are already planned
+    return [r for r in plan_tuned(study, chosen) if r.log_dir not in planned]
 
 
 def load_name(runs: list, name: str) -> str:

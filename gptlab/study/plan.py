@@ -224,11 +224,15 @@ def plan(study: Study) -> list[PlannedRun]:
 
 
 def plan_tuned(study: Study, chosen: dict[str, float]) -> list[PlannedRun]:
-    """The seeds after the first at each experiment's tuned multiplier of max_lr (`chosen`, from
-    the sweep; the first seed's run there is the sweep's own), where that is not 1."""
+    """Each experiment's runs at its tuned multiplier of max_lr (`chosen`, from the sweep): as many
+    seeds as the study's, none of them the sweep's own. The sweep's run at the chosen rate was
+    picked for its low loss, so counting it would pull each tuned mean toward its luckiest seed (the
+    winner's curse); the seeds after the first and one more are fresh. Where the tuned rate is 1
+    those after the first are the shared table's runs, trained once."""
     first = _check(study, quiet=True)
-    runs = [_planned(study, first, name, seed, chosen[name]) for seed in _seeds(study, first)[1:]
-            for name in study.experiments if chosen.get(name, 1.0) != 1.0]
+    seeds = _seeds(study, first)
+    runs = [_planned(study, first, name, seed, chosen[name]) for seed in [*seeds[1:], seeds[-1] + 1]
+            for name in study.experiments if name in chosen]
     check_existing(runs)
     return runs
 

@@ -252,3 +252,26 @@ def test_an_unknown_baseline_is_refused(tmp_path, capsys):
     study_runs(tmp_path, {"baseline": [3.30]})
     assert main([str(tmp_path), "--baseline", "ropee", "--no-figures"]) == 2
     assert "--baseline ropee: no run of that experiment" in capsys.readouterr().err
+
+
+def test_the_tuned_table_leaves_out_the_sweep_run_its_rate_was_picked_by(tmp_path):
+    """The sweep's run at the chosen rate was picked for its low loss: a tuned mean that counted it
+    would lean toward its luckiest seed. Here rope's sweep run at x2 is far below its other seeds."""
+    sweep = {0.5: 3.40, 1.0: 3.30, 2.0: 3.00}
+    for name in ("baseline", "rope"):
+        for m, val in sweep.items():
+            run = f"{name}/seed1337" if m == 1.0 else f"{name}/lr{m:g}/seed1337"
+            fake_run(tmp_path / run, name, 1337, vals=(10.8, 8.0, val + (0.1 if name == "baseline" else 0.0)),
+                     status="complete", train={"max_lr": 6e-4 * m},
+                     study={**STUDY, "lr_sweep": [0.5, 1.0, 2.0], "lr_multiplier": m, "first_seed": 1337, "run": run})
+        for seed in (1338, 1339, 1340):
+            run = f"{name}/lr2/seed{seed}"
+            fake_run(tmp_path / run, name, seed, vals=(10.8, 8.0, 3.20 + (seed - 1338) / 100), status="complete",
+                     train={"max_lr": 1.2e-3},
+                     study={**STUDY, "lr_sweep": [0.5, 1.0, 2.0], "lr_multiplier": 2.0, "first_seed": 1337, "run": run})
+    write_report([tmp_path], tmp_path, figures=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    tuned = next(t for t in report if t["kind"] == "tuned")
+    rope = next(r for r in tuned["rows"] if r["experiment"] == "rope")
+    assert sorted(run["seed"] for run in rope["runs"]) == [1338, 1339, 1340]
+    assert rope["val_loss"][0] == pytest.approx(3.21)  # the sweep's 3.00 would have made it 3.1575

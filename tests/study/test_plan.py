@@ -106,7 +106,11 @@ def test_a_learning_rate_sweep_goes_first_then_the_seeds_then_the_tuned_rates(tm
     assert runs[1].log_dir == tmp_path / "baseline" / "seed1337"  # multiplier 1: the shared-rate run itself
     assert swept.record(study)["run"] == "baseline/lr2/seed1337" and swept.record(study)["first_seed"] == 1337
     tuned = plan_tuned(study, {"baseline": 1.0, "rope": 2.0})
-    assert [r.label for r in tuned] == ["rope lr x2 seed1338", "rope lr x2 seed1339"]
+    # three seeds at each tuned rate, none the sweep's own (picked for its low loss): 1338, 1339 and one more;
+    # the baseline's at x1 are the shared runs but for the last
+    assert [r.label for r in tuned] == ["baseline seed1338", "rope lr x2 seed1338", "baseline seed1339",
+                                        "rope lr x2 seed1339", "baseline seed1340", "rope lr x2 seed1340"]
+    assert tuned[0].log_dir == runs[6].log_dir and tuned[4].log_dir == tmp_path / "baseline" / "seed1340"
     for bad, phrase in (([1, 2], "at least 3 different multipliers"), ([0.5, -1, 2], "must be positive"),
                         (["0.5", 1, 2], "a list of multipliers")):
         with pytest.raises(StudyError, match=phrase):
