@@ -37,7 +37,7 @@ from gptlab.modules.moe import MoE
 from gptlab.paths import BENCH_ROOT
 
 REFERENCE = "plain GPT-2"
-DEFAULT_EXPERIMENTS = ["baseline", "rope", "alibi", "gqa", "mla", "swiglu"]  # one of each family, as the quick study
+DEFAULT_EXPERIMENTS = ["baseline", "rope", "alibi", "gqa", "mla", "swiglu"]  # one of each family; all: --experiments all
 # model shape, sequence length T and micro-batch B of each benchmark size
 SIZES = {
     "cpu": dict(n_layer=6, n_head=6, n_embd=384, vocab_size=50304, seq_len=256, batch=8),  # GPT-2's vocabulary

@@ -60,6 +60,14 @@ class Muon(Optimizer):
         if train.muon_adjust_lr_fn not in ADJUST_LR_FNS:
             problems.append(f"muon_adjust_lr_fn={train.muon_adjust_lr_fn!r} must be one of "
                             f"{', '.join(map(repr, ADJUST_LR_FNS))}")
+        elif train.muon_adjust_lr_fn == "match_rms_adamw" and train.muon_lr > 3 * train.max_lr > 0:
+            # Moonshot's scale makes Muon's update the size of AdamW's: 'original''s 0.02 would be a step tens of
+            # times AdamW's, on every matrix of the blocks
+            problems.append(f"muon_adjust_lr_fn='match_rms_adamw' sizes Muon's update like AdamW's, so "
+                            f"muon_lr={train.muon_lr:g} is {train.muon_lr / train.max_lr:.0f}x max_lr="
+                            f"{train.max_lr:g}: give an AdamW-like rate (train.muon_lr={train.max_lr:g}, as "
+                            "Moonshot's Moonlight does), or keep muon_adjust_lr_fn='original', for which 0.02 is the "
+                            "known rate")
         return problems
 
     @staticmethod

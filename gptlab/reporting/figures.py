@@ -157,7 +157,7 @@ def _deltas(plt, table, path: Path) -> Path:
         axes[0][0].text(0.5, 0.5, "no variant and baseline both with complete runs", ha="center", va="center",
                         color="gray")
     notes = [] if "hellaswag_acc_norm" in keys else [hellaswag_missing(table)]
-    title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch); green/red: significantly better/worse "
+    title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch, of each comparison alone); green/red: significantly better/worse "
              f"after Holm's correction; gray: not significant; hollow: fewer than 3 seeds a side, not tested; "
              f"shaded: differences smaller than the study detects (its minimum detectable effect)")
     fig.suptitle("\n".join(textwrap.wrap(title, 95 * max(1, len(keys)))

@@ -75,9 +75,9 @@ class Study:
         if self.lr_sweep:
             if not all(math.isfinite(m) and m > 0 for m in self.lr_sweep):
                 problems.append(f"lr_sweep={self.lr_sweep}: multipliers must be positive numbers")
-            elif len(set(self.lr_sweep)) < 3:
-                problems.append(f"lr_sweep={self.lr_sweep}: give at least 3 different multipliers (a parabola is "
-                                f"fitted through them), e.g. 0.5,0.71,1,1.41,2")
+            elif len({*self.lr_sweep, 1.0}) < 3:
+                problems.append(f"lr_sweep={self.lr_sweep}: give at least 3 different multipliers, x1 (always "
+                                f"trained) included: a parabola is fitted through them, e.g. 0.5,0.71,1,1.41,2")
             else:  # each point's runs live in lr<M:g>/: two multipliers of one name would share a directory
                 names = {}
                 for m in sorted({*self.lr_sweep, 1.0}):

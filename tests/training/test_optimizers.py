@@ -127,6 +127,8 @@ def write(tmp_path, body: str, name: str = "opt.py"):
     ("", ["train.muon_lr=0.01"], "train.muon_lr=0.01 would be ignored: the optimizer AdamW does not read it"),
     ("from gptlab.optim import Muon\nOPTIMIZER_CLASS = Muon\n", ["train.muon_adjust_lr_fn=moonshot"],
      "muon_adjust_lr_fn='moonshot' must be one of 'original', 'match_rms_adamw'"),
+    ("from gptlab.optim import Muon\nOPTIMIZER_CLASS = Muon\n", ["train.muon_adjust_lr_fn=match_rms_adamw"],
+     "muon_lr=0.02 is 7x max_lr=0.003: give an AdamW-like rate (train.muon_lr=0.003"),
     ("""
      from gptlab.modules import MLP, BaseAttention
      from gptlab.optim import Muon
@@ -144,6 +146,8 @@ def write(tmp_path, body: str, name: str = "opt.py"):
 ])
 def test_an_optimizer_mistake_is_refused_naming_it(tmp_path, body, overrides, phrase):
     path = write(tmp_path, body)
+    if "match_rms_adamw" in " ".join(overrides):  # with an AdamW-like rate it trains
+        plan_run(path, "smoke", [*overrides, "train.muon_lr=6e-4", "train.max_lr=6e-4"])
     with pytest.raises((ExperimentError, TrainingError, ConfigError)) as error:
         plan_run(path, "smoke", overrides)
     assert phrase in str(error.value), str(error.value)
