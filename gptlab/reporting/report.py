@@ -494,8 +494,8 @@ def sweep_lines(table: Table) -> list[str]:
         out.append("| " + " | ".join([row.name, *cells, optimum, chosen, fit.flag]) + " |")
     out.append("")
     out.append("A parabola in log(lr) is fitted through each experiment's points; its seeds train at the grid point "
-               "nearest the fitted optimum (a point already trained, and the bowl is flat near its bottom), never "
-               "beyond the grid.")
+               "nearest the fitted optimum (the bowl is flat near its bottom), never beyond the grid. The tuned table "
+               "leaves out the sweep's own run at that point: it was picked for its low loss.")
     return out
 
 

@@ -214,6 +214,7 @@ def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool)
 def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
     """After the sweep: each experiment's fitted learning rate, said, and the runs of its seeds
     there (not the sweep's own: see plan_tuned) that are not planned already. An experiment whose sweep is missing a point waits for the same command to retry it."""
+    from gptlab.optim import optimizer_class
     from gptlab.reporting.lr_sweep import sweep_fits
     from gptlab.training.record import read_record
     records = [r for r in (read_record(p.log_dir) for p in runs if p.seed == p.first_seed) if r]
@@ -229,7 +230,10 @@ def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
             continue
         chosen[name] = fit.chosen
         found = f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else fit.flag
-        print(f"  {name}: {found}; its seeds train at x{fit.chosen:g} (max_lr {fit.base_lr * fit.chosen:.3g})")
+        own = next(r.run for r in runs if r.experiment == name and r.lr_multiplier == 1)
+        rates = ", ".join(f"{f} {getattr(own.train_config, f) * fit.chosen:.3g}"
+                          for f in optimizer_class(own.experiment.optimizer_class).lr_fields)
+        print(f"  {name}: {found}; its seeds train at x{fit.chosen:g} ({rates})")
     planned = {r.log_dir for r in runs}  # where the tuned rate is 1, the shared seeds are already planned
     return [r for r in plan_tuned(study, chosen) if r.log_dir not in planned]
 

@@ -119,6 +119,7 @@ def test_a_sweep_study_killed_and_restarted_ends_with_the_numbers_of_one_never_s
     assert again.returncode == 0, again.stdout + again.stderr
     assert "baseline lr x2 seed1337: training, resuming from model_" in again.stdout
     assert "at each experiment's tuned learning rate" in again.stdout
+    assert "rope: " in again.stdout and "its seeds train at x" in again.stdout and " (max_lr 0.0" in again.stdout
     result = study(*sweep, "--out", str(whole))
     assert result.returncode == 0, result.stdout + result.stderr
 
