@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.reporting.stats import welch
+from gptlab.reporting.stats import POWER, welch
 from gptlab.training.logger import read_log
 from gptlab.training.record import LOWER_IS_BETTER, METRICS
 
@@ -145,7 +145,9 @@ def _deltas(plt, table, path: Path) -> Path:
         resolution = table.resolution.get(key)
         if resolution is not None:
             mde = resolution.mde()
-            ax.axvspan(-mde, mde, color="0.9", zorder=0, label=f"|Δ| < {mde:.4f}: not resolvable at {max(resolution.seeds, 3)} seeds")
+            ax.axvspan(-mde, mde, color="0.9", zorder=0,  # a difference inside can still come out significant
+                       label=f"|Δ| < {mde:.4f}: detected less than {POWER:.0%} of the time at "
+                             f"{max(resolution.seeds, 3)} seeds")
             ax.legend(fontsize=7, loc="lower right")
         ax.set_yticks(range(len(variants)), [_name(row) for row in variants])
         ax.set_ylim(-0.7, len(variants) - 0.3)
@@ -157,9 +159,10 @@ def _deltas(plt, table, path: Path) -> Path:
         axes[0][0].text(0.5, 0.5, "no variant and baseline both with complete runs", ha="center", va="center",
                         color="gray")
     notes = [] if "hellaswag_acc_norm" in keys else [hellaswag_missing(table)]
-    title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch, of each comparison alone); green/red: significantly better/worse "
-             f"after Holm's correction; gray: not significant; hollow: fewer than 3 seeds a side, not tested; "
-             f"shaded: differences smaller than the study detects (its minimum detectable effect)")
+    title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch, of each comparison alone); green/red: "
+             f"significantly better/worse after Holm's correction; gray: not significant; hollow: fewer than 3 seeds a side, not tested; "
+             f"shaded: differences the study detects less than {POWER:.0%} of the time (below its minimum detectable "
+             f"effect)")
     fig.suptitle("\n".join(textwrap.wrap(title, 95 * max(1, len(keys)))
                            + [line for note in notes for line in textwrap.wrap(note, 95 * max(1, len(keys)))]),
                  fontsize=9)
