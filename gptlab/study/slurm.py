@@ -78,6 +78,8 @@ class SlurmOptions:
     port: int = 29500  # the c10d rendezvous port on a run's first node (several GPUs or nodes)
 
     def __post_init__(self) -> None:
+        if isinstance(self.time, int) and not isinstance(self.time, bool):  # SLURM = {"time": 90}: minutes, as sbatch
+            self.time = str(self.time)
         problems = []
         for f in dataclasses.fields(self):
             value, kind = getattr(self, f.name), _kind(f)

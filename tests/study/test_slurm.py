@@ -80,7 +80,7 @@ def test_slurm_time_limits_in_every_form_sbatch_takes(text, seconds):
     (["partition"], "give KEY=VALUE"), (["sbatch=--array=0-99"], "gptlab sets --array itself"),
     (["sbatch=-N2"], "gptlab sets -N itself"), (["sbatch=#SBATCH --time=5"], "gptlab sets --time itself"),
     (["sbatch=--x\n--array=1"], "must be one line"), (["partition=a\nb"], "must be one line"),
-    ({"time": 5}, "time=5 must be a string"), ({"python": 3}, "python=3 must be a string"),
+    ({"time": 5.5}, "time=5.5 must be a string"), ({"python": 3}, "python=3 must be a string"),
     ({"nodes": True}, "nodes=True must be a whole number"), ({"bogus": 1}, "SLURM setting 'bogus': not a SLURM"),
 ])
 def test_slurm_settings_sbatch_would_refuse_or_misread_are_refused_before_submission(items, phrase):
@@ -90,6 +90,7 @@ def test_slurm_settings_sbatch_would_refuse_or_misread_are_refused_before_submis
 
 def test_an_empty_setup_line_sets_nothing_and_the_command_line_replaces_the_files_settings(tmp_path):
     assert SlurmOptions.parse(["setup="]).setup == []
+    assert SlurmOptions.parse({"time": 90}).time == "90"  # a study file's number: minutes, as sbatch reads it
     file = tmp_path / "s.py"
     file.write_text("EXPERIMENTS = ['baseline', 'rope']\nLAUNCHER = 'slurm'\nSLURM = {'nodes': 2, 'signal_seconds': 600}\n")
     result = study(str(file), "--out", str(tmp_path / "runs"), *TINY, "--dry-run", "--slurm", "nodes=1",
