@@ -87,7 +87,7 @@ CONF
 down() {
   pkill -x slurmd 2>/dev/null || true
   pkill -x slurmctld 2>/dev/null || true
-  for _ in $(seq 1 20); do pgrep -x 'slurmd|slurmctld' >/dev/null || break; sleep 0.5; done
+  for _ in $(seq 1 20); do { pgrep -x slurmd || pgrep -x slurmctld; } >/dev/null || break; sleep 0.5; done
   rm -rf "$DIR/state" "$DIR/spool"
   echo "# the local SLURM cluster is down (munged left running)" >&2
 }
