@@ -22,6 +22,7 @@ A table is printed and everything is written as JSON (--json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as dt
 import json
@@ -68,7 +69,7 @@ def train_losses(model, exp, data, device, compiled: bool, dtype) -> list[float]
     train = TrainingConfig(max_lr=1e-3, warmup_steps=2, max_steps=len(data))
     optimizer = optimizer_class(exp.optimizer_class)(model, train, device.type)
     runner = torch.compile(model) if compiled else model
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else _null()
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     losses = []
     model.train()
     for step, (x, y) in enumerate(data):
@@ -83,15 +84,10 @@ def train_losses(model, exp, data, device, compiled: bool, dtype) -> list[float]
     return losses
 
 
-def _null():
-    import contextlib
-    return contextlib.nullcontext()
-
-
 def graph_breaks(model, x, y, device, dtype) -> tuple[int, list[str]]:
     """torch.compile's graph breaks in the training forward (torch._dynamo.explain), and why."""
     torch._dynamo.reset()
-    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else _null()
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     model.train()
     with autocast:
         explained = torch._dynamo.explain(model)(x, y)

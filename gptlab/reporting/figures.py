@@ -160,8 +160,8 @@ def _deltas(plt, table, path: Path) -> Path:
                         color="gray")
     notes = [] if "hellaswag_acc_norm" in keys else [hellaswag_missing(table)]
     title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch, of each comparison alone); green/red: "
-             f"significantly better/worse after Holm's correction; gray: not significant; hollow: fewer than 3 seeds a side, not tested; "
-             f"shaded: differences the study detects less than {POWER:.0%} of the time (below its minimum detectable "
+             "significantly better/worse after Holm's correction; gray: not significant; hollow: fewer than 3 seeds "
+             f"a side, not tested; shaded: differences the study detects less than {POWER:.0%} of the time (below its minimum detectable "
              f"effect)")
     fig.suptitle("\n".join(textwrap.wrap(title, 95 * max(1, len(keys)))
                            + [line for note in notes for line in textwrap.wrap(note, 95 * max(1, len(keys)))]),

@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{study.seeds} seed(s){sweep} = {len(runs)} runs, preset {study.preset}, baseline {study.baseline}, in "
           f"{study.root}")
     for name in study.experiments:
-        differs = next(r.differs for r in runs if r.experiment == name and r.lr_multiplier == 1)  # not a sweep point's rates
+        # from the run at the shared rate: a sweep point's run also differs in its scaled rates
+        differs = next(r.differs for r in runs if r.experiment == name and r.lr_multiplier == 1)
         if name != study.baseline:
             changes = ", ".join(f"{k.replace('_class', '')} {_short(a)} -> {_short(b)}" for k, (a, b) in differs.items())
             print(f"  {name}: {changes or 'the same model as the baseline'}")
@@ -213,7 +214,8 @@ def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool)
 
 def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
     """After the sweep: each experiment's fitted learning rate, said, and the runs of its seeds
-    there (not the sweep's own: see plan_tuned) that are not planned already. An experiment whose sweep is missing a point waits for the same command to retry it."""
+    there (not the sweep's own: see plan_tuned) that are not planned already. An experiment whose
+    sweep is missing a point waits for the same command to retry it."""
     from gptlab.optim import optimizer_class
     from gptlab.reporting.lr_sweep import sweep_fits
     from gptlab.training.record import read_record
