@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from gptlab.data.tokenizer import EOT, gpt2_encoding
+from gptlab.paths import missing
 from gptlab.training.checkpoint import CheckpointError, find_checkpoint, load_checkpoint, model_from_state
 from gptlab.training.distributed import DeviceError, check_device, default_device
 
@@ -95,7 +96,7 @@ def load_source(source: str) -> Source:
         return from_checkpoint(find_checkpoint(path))
     if not path.exists():
         close = difflib.get_close_matches(source, GPT2_SIZES, n=1)
-        raise GenerationError(f"{source} does not exist; give a checkpoint (model_NNNNN.pt), a run's log directory, "
+        raise GenerationError(f"{missing(source)}; give a checkpoint (model_NNNNN.pt), a run's log directory, "
                               f"or OpenAI's GPT-2: {', '.join(GPT2_SIZES)} or a Hugging Face GPT-2 directory"
                               + (f" (did you mean {close[0]}?)" if close else ""))
     return from_checkpoint(path)

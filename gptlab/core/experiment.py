@@ -25,7 +25,7 @@ from gptlab.modules.attention import Attention, BaseAttention
 from gptlab.modules.mlp import MLP
 from gptlab.modules.position import LearnedPositionEncoding, PositionEncoding
 from gptlab.optim import AdamW, Optimizer
-from gptlab.paths import EXPERIMENTS_DIR
+from gptlab.paths import EXPERIMENTS_DIR, missing
 
 
 DEFAULTS = {
@@ -140,7 +140,7 @@ def resolve_experiment_path(name_or_path: str | Path) -> Path:
     if text.endswith(".py"):
         path = Path(text).expanduser().resolve()
         if not path.is_file():
-            raise ExperimentError(f"experiment file {text!r} does not exist")
+            raise ExperimentError(f"experiment file {missing(text)}")
         return path
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
         raise ExperimentError(f"experiment name {text!r} is not a plain name: names are files in "

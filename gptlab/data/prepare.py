@@ -70,6 +70,7 @@ import numpy as np
 from gptlab.data.fineweb import SHARD_SIZE
 from gptlab.data.shards import DEFAULT_WORKERS, DataError, ShardBuffer, in_order, save_shard, tokenize
 from gptlab.files import DirectoryLock, atomic_write_text, fsync_dir, remove_temporaries, write_failure
+from gptlab.paths import missing
 
 SPLITS = ("val", "train")
 SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -174,7 +175,7 @@ def input_files(inputs: tuple[str, ...], out: Path) -> tuple[list[str], list[Pat
     for given in inputs:
         path = Path(given).expanduser().resolve()
         if not path.exists():
-            raise DataError(f"--input {given}: no such file or directory")
+            raise DataError(f"--input {missing(given)}")
         resolved.append(str(path))
         if path.is_dir():
             if out == path or path in out.parents:

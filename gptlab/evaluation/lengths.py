@@ -33,6 +33,7 @@ from gptlab.core.config import ConfigError
 from gptlab.data.shards import DataError
 from gptlab.data.sources import open_data
 from gptlab.files import DirectoryLock, atomic_write_text
+from gptlab.paths import missing
 from gptlab.training.checkpoint import (NAME, CheckpointError, experiment_of, find_checkpoint, list_checkpoints,
                                         load_checkpoint, model_from_state)
 from gptlab.training.distributed import DeviceError, check_device, default_device
@@ -124,7 +125,7 @@ def find_runs(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise LengthError(f"{path} does not exist; give a checkpoint (model_NNNNN.pt), a run's log directory, "
+        raise LengthError(f"{missing(path)}; give a checkpoint (model_NNNNN.pt), a run's log directory, "
                           f"or a directory of runs")
     if list_checkpoints(path):
         return [path]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gptlab.reporting.stats import POWER, welch
+from gptlab.reporting.scope import scale_notes
+from gptlab.reporting.stats import MIN_SEEDS, POWER, format_p, welch
 from gptlab.training.logger import read_log
 from gptlab.training.record import LOWER_IS_BETTER, METRICS
 
@@ -71,14 +72,17 @@ def _curves(plt, table, path: Path) -> Path:
     notes = [] if "hella" in keys else [hellaswag_missing(table)]
     base_val = found["val"][0][2]
     if base_val is not None and any(curve is not None for _, _, curve in found["val"][1:]):
-        # where the variants part: each one's validation loss minus the baseline's mean, step by step
-        metrics["val_delta"] = f"validation loss minus {table.baseline}'s mean"
-        found["val_delta"] = [(i, row, _minus(curve, base_val)) for i, row, curve in found["val"][1:]]
+        # where the variants part: each one's mean validation loss minus the baseline's, step by step
+        metrics["val_delta"] = f"validation loss minus {table.baseline}'s (difference of the means)"
+        found["val_delta"] = [(i, row, _difference(curve, base_val)) for i, row, curve in found["val"][1:]]
         keys.insert(1, "val_delta")
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.5 * max(1, len(keys)), 5.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
         for i, row, curve in found[key]:
             if curve is None:
+                continue
+            if key == "val_delta":
+                _draw_difference(ax, curve, i, row)
                 continue
             steps, values = curve
             if key == "train":
@@ -96,6 +100,9 @@ def _curves(plt, table, path: Path) -> Path:
         elif key == "val_delta":
             ax.axhline(0, color="black", linewidth=0.8)
             _zoom_to_tail(ax, 0.2)
+            ax.text(0.01, 0.01, "band: 95% interval of the difference at each step (both arms' spread); the same "
+                    "seeds at every step,\nso successive points are not independent evidence: the test is the "
+                    "final step's (the table)", transform=ax.transAxes, fontsize=7, color="0.35", va="bottom")
         else:
             _zoom_to_tail(ax, 0.5 if key == "val" else 0.2)
         ax.set(title=metrics[key], xlabel="step")
@@ -103,8 +110,10 @@ def _curves(plt, table, path: Path) -> Path:
         ax.legend(fontsize=8)
     if not keys:
         axes[0][0].text(0.5, 0.5, "no results in these logs", ha="center", va="center", color="gray")
-    fig.suptitle("\n".join(textwrap.wrap(table.title, 160) + textwrap.wrap(
-        "mean over seeds; band: min to max over seeds; dotted: incomplete runs" + "".join(f"; {n}" for n in notes),
+    fig.suptitle("\n".join(textwrap.wrap(table.title, 160) + [line for note in scale_notes(table)
+                                                                for line in textwrap.wrap(note, 160)] + textwrap.wrap(
+        "mean over seeds; band: min to max over seeds (the difference panel: its 95% interval); dotted: incomplete "
+        "runs" + "".join(f"; {n}" for n in notes),
         160)), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -113,13 +122,16 @@ def _curves(plt, table, path: Path) -> Path:
 
 
 def _deltas(plt, table, path: Path) -> Path:
-    """Each variant's difference to the baseline: a point with its 95% interval where both sides have a spread,
-    coloured by the Holm-corrected test; the point alone (hollow) where there is no interval."""
+    """Each variant's difference to the baseline: a point with the interval that matches Holm's verdict (it
+    excludes 0 exactly when the corrected test is significant), coloured by that verdict; a hollow point
+    alone where the difference is not tested (fewer than MIN_SEEDS a side, or no spread). Behind each row,
+    the differences below its own minimum detectable effect, at its own seeds."""
     variants, base = table.rows[1:], table.rows[0]
     keys = [key for key in METRICS if base.values(key) and any(row.values(key) for row in variants)]
-    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.8 * max(1, len(keys)), 1.8 + 0.6 * max(1, len(variants))),
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(6.8 * max(1, len(keys)), 2.0 + 0.6 * max(1, len(variants))),
                              squeeze=False)
     for ax, key in zip(axes[0], keys):
+        resolution, shaded = table.resolution.get(key), False
         for y, row in enumerate(variants):
             mine, theirs = row.values(key), base.values(key)
             if not mine or not theirs:
@@ -128,26 +140,23 @@ def _deltas(plt, table, path: Path) -> Path:
                 continue
             delta = float(np.mean(mine) - np.mean(theirs))
             c = row.comparison(key)
+            if resolution is not None and min(len(mine), len(theirs)) >= MIN_SEEDS:
+                mde = resolution.mde(min(len(mine), len(theirs)))
+                ax.fill_betweenx([y - 0.32, y + 0.32], -mde, mde, color="0.88", zorder=0, linewidth=0,
+                                 label=None if shaded else f"|Δ| below the row's minimum detectable effect: missed "
+                                                           f"more than {1 - POWER:.0%} of the time (not: no effect)")
+                shaded = True
             if c is not None:
                 better = (c.delta < 0) == LOWER_IS_BETTER[key]
                 color = ("C2" if better else "C3") if c.significant else "gray"
-                ax.errorbar(c.delta, y, xerr=c.ci95(), fmt="o", color=color, capsize=4)
-                text = f"{c.delta:+.4f} (p={c.p:.3f}, Holm {c.p_family:.3f})"
+                ax.errorbar(c.delta, y, xerr=c.ci_holm(), fmt="o", color=color, capsize=4)
+                text = f"{c.delta:+.4f} (p={c.p:.3f}, Holm {format_p(c.p_family)})"
             else:
-                spread = welch(mine, theirs)
-                if spread is not None:
-                    ax.errorbar(delta, y, xerr=spread.ci95(), fmt="o", mfc="white", color="gray", capsize=4)
-                else:
-                    ax.plot([delta], [y], "o", mfc="white", color="gray")
+                ax.plot([delta], [y], "o", mfc="white", color="gray")
                 text = f"{delta:+.4f} (n={len(mine)} vs {len(theirs)}: not tested)"
             ax.annotate(text, (delta, y), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
         ax.axvline(0, color="black", linewidth=0.8)
-        resolution = table.resolution.get(key)
-        if resolution is not None:
-            mde = resolution.mde()
-            ax.axvspan(-mde, mde, color="0.9", zorder=0,  # a difference inside can still come out significant
-                       label=f"|Δ| < {mde:.4f}: detected less than {POWER:.0%} of the time at "
-                             f"{max(resolution.seeds, 3)} seeds")
+        if shaded:
             ax.legend(fontsize=7, loc="lower right")
         ax.set_yticks(range(len(variants)), [_name(row) for row in variants])
         ax.set_ylim(-0.7, len(variants) - 0.3)
@@ -159,13 +168,13 @@ def _deltas(plt, table, path: Path) -> Path:
         axes[0][0].text(0.5, 0.5, "no variant and baseline both with complete runs", ha="center", va="center",
                         color="gray")
     notes = [] if "hellaswag_acc_norm" in keys else [hellaswag_missing(table)]
-    title = (f"vs {table.baseline}: mean difference ± 95% interval (Welch, of each comparison alone); green/red: "
-             "significantly better/worse after Holm's correction; gray: not significant; hollow: fewer than 3 seeds "
-             f"a side, not tested; shaded: differences the study detects less than {POWER:.0%} of the time (below its minimum detectable "
-             f"effect)")
-    fig.suptitle("\n".join(textwrap.wrap(title, 95 * max(1, len(keys)))
-                           + [line for note in notes for line in textwrap.wrap(note, 95 * max(1, len(keys)))]),
-                 fontsize=9)
+    title = (f"vs {table.baseline}: mean difference; whiskers: the interval matching Holm's correction (it excludes 0 "
+             "exactly when the difference is significant after correction; the table's ± is each comparison's own "
+             "95%); green/red: significantly better/worse after Holm's correction; gray: not significant; hollow: "
+             f"fewer than {MIN_SEEDS} seeds a side or no spread, not tested")
+    width = 95 * max(1, len(keys))
+    fig.suptitle("\n".join(textwrap.wrap(title, width) + [line for note in [*scale_notes(table), *notes]
+                                                          for line in textwrap.wrap(note, width)]), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -207,15 +216,31 @@ def _lr_figure(plt, table, path: Path) -> Path:
     return path
 
 
-def _minus(curve, base) -> tuple[np.ndarray, np.ndarray] | None:
-    """A variant's seed curves minus the baseline's mean curve, at the steps both have."""
+def _difference(curve, base) -> tuple[np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """(steps, the variant's mean minus the baseline's, the half-width of that difference's 95% interval
+    (Welch's, both arms' spread) or None where a side has a single seed), at the steps both have."""
     if curve is None:
         return None
     steps = np.intersect1d(curve[0], base[0])
     if not len(steps):
         return None
     mine = curve[1][:, np.searchsorted(curve[0], steps)]
-    return steps, mine - base[1][:, np.searchsorted(base[0], steps)].mean(axis=0)
+    theirs = base[1][:, np.searchsorted(base[0], steps)]
+    delta = mine.mean(axis=0) - theirs.mean(axis=0)
+    if min(len(mine), len(theirs)) < 2:
+        return steps, delta, None
+    half = [c.ci95() if c is not None else 0.0 for c in (welch(list(mine[:, j]), list(theirs[:, j]))
+                                                           for j in range(len(steps)))]
+    return steps, delta, np.array(half)
+
+
+def _draw_difference(ax, curve, i: int, row) -> None:
+    steps, delta, half = curve
+    n = len(row.complete or row.incomplete)
+    ax.plot(steps, delta, color=f"C{i}", linewidth=1.4, label=f"{_name(row)} (n={n})",
+            linestyle="-" if row.complete else ":", marker="." if len(steps) <= 25 else None)
+    if half is not None:
+        ax.fill_between(steps, delta - half, delta + half, color=f"C{i}", alpha=0.18, linewidth=0)
 
 
 def _name(row) -> str:

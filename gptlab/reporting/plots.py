@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from gptlab.paths import missing
 from gptlab.training.logger import read_log
 
 
@@ -33,8 +34,18 @@ def expand(paths: list[str]) -> list[Path]:
 
 
 def plot(logs: list[Path], out: Path, start: int = 1000) -> list[str]:
-    """Draw the figure; returns what a reader should know about it (a start step past every
+    """Draw the figure into `out`; returns what a reader should know about it (a start step past every
     log, so drawn from 0 instead; a panel with nothing to draw)."""
+    import matplotlib.pyplot as plt
+
+    fig, notes = figure(logs, start)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return notes
+
+
+def figure(logs: list[Path], start: int = 1000):
+    """(the figure of the logs' curves, the notes on it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -61,14 +72,14 @@ def plot(logs: list[Path], out: Path, start: int = 1000) -> list[str]:
                       ha="center", va="center", transform=ax_hella.transAxes, color="gray")
     ax_loss.set(xlabel="step", ylabel="loss", title=f"loss (from step {start})")
     ax_hella.set(xlabel="step", ylabel="acc_norm", title="HellaSwag")
-    ax_hella.axhline(0.2955, color="gray", linestyle="--", linewidth=1, label="GPT-2 124M (OpenAI)")
+    if any(log.get("hella") for log in series):  # a reference line alone on an empty panel would read as data
+        ax_hella.axhline(0.2955, color="gray", linestyle="--", linewidth=1, label="GPT-2 124M (OpenAI)")
     for ax in (ax_loss, ax_hella):
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return notes
+    return fig, notes
 
 
 USAGE = "LOG|DIR [LOG|DIR ...] OUT.png [START]"
@@ -97,9 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     *given, out = argv
     logs = expand(given)
     problems = []
-    missing = [str(p) for p in logs if not p.is_file()] + [p for p in given if Path(p).is_dir() and not expand([p])]
-    if missing or not logs:
-        problems.append(f"no log file at {', '.join(missing) or '(none given)'}; give log.txt paths or directories "
+    absent = [missing(p) for p in logs if not p.is_file()]
+    absent += [f"{Path(p).resolve()} holds no log.txt" for p in given if Path(p).is_dir() and not expand([p])]
+    if absent or not logs:
+        problems.append(f"no log file: {'; '.join(absent) or '(none given)'}; give log.txt paths or directories "
                         f"holding them, then OUT.png")
     if start < 0:
         problems.append(f"START {start} is negative; give the first step to draw, 0 or more")

@@ -31,9 +31,10 @@ from pathlib import Path
 
 from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.files import atomic_write_text
-from gptlab.paths import LOG_ROOT
+from gptlab.paths import LOG_ROOT, missing
 from gptlab.reporting.lr_sweep import LRFit, sweep_fits
-from gptlab.reporting.stats import (MIN_SEEDS, POWER, SIGNIFICANCE, Comparison, adjust, mean_std,
+from gptlab.reporting.scope import scale_notes
+from gptlab.reporting.stats import (MIN_SEEDS, POWER, SIGNIFICANCE, Comparison, adjust, format_p, mean_std,
                                     minimum_detectable_effect, pooled_std, seeds_needed, welch)
 from gptlab.training.record import LOWER_IS_BETTER, METRICS, read_record
 
@@ -345,7 +346,7 @@ def _delta(row: Row, base: Row, key: str, digits: int = 4) -> str:
     mine, theirs = row.values(key), base.values(key)
     if not mine or not theirs:
         return "-"
-    c = row.comparison(key) or welch(mine, theirs)
+    c = row.comparison(key)  # an untested row (fewer than MIN_SEEDS a side) gets no interval: none is claimed
     delta = statistics.fmean(mine) - statistics.fmean(theirs)
     return f"{delta:+.{digits}f} ± {c.ci95():.{digits}f}" if c is not None else f"{delta:+.{digits}f}"
 
@@ -355,14 +356,14 @@ def _test_cells(c: Comparison | None) -> list[str]:
     if c is None:
         return ["-", "-", "-"]
     df = "∞" if math.isinf(c.df) else f"{c.df:.1f}"
-    return [df, f"{c.p:.3f}", f"{c.p_family:.3f} {c.mark()}".replace(" not significant", "")]
+    return [df, format_p(c.p), f"{format_p(c.p_family)} {c.mark()}".replace(" not significant", "")]
 
 
 def _hella_cell(row: Row, base: Row) -> str:
     text = _delta(row, base, "hellaswag_acc_norm")
     c = row.hella_vs_baseline
     if c is not None:
-        text += f" (df {c.df:.1f}, p={c.p:.3f}, Holm {c.p_family:.3f} {c.mark()})"
+        text += f" (df {c.df:.1f}, p={format_p(c.p)}, Holm {format_p(c.p_family)} {c.mark()})"
     elif text != "-":
         text += " (not tested)"
     return text
@@ -419,7 +420,8 @@ def row_cells(row: Row, base: Row, table: Table) -> list[str]:
         "" if is_base else _hella_cell(row, base),
         _params(first), _si(first.get("params_non_embedding")), _si(first.get("flops_per_token")),
         f"{first['kv_cache_bytes_per_token']:,}" if first.get("kv_cache_bytes_per_token") else "-",
-        f"{_mean(runs, 'tok_per_sec'):,.0f}" if _mean(runs, "tok_per_sec") else "-",
+        f"{_mean(runs, 'tok_per_sec'):,.0f}{' †' if any(map(loaded, runs)) else ''}" if _mean(runs, "tok_per_sec")
+        else "-",
         f"{mfu:.1f}%" if mfu is not None else "-",
         ", ".join(steps),
         _lengths(runs),
@@ -472,7 +474,37 @@ def legend(table: Table) -> list[str]:
                      f"step) and {POWER:.0%} power, differences of {r.mde():.4f} or more would be detected.")
     if table.resolution:
         lines.append("`gptlab report DIR --detect DELTA` gives the seeds per arm a smaller difference would need.")
+    lines += throughput_notes([r for row in table.rows for r in row.complete])
     return lines
+
+
+# a CPU run whose machine's load average exceeded this many times its CPUs shared them with other work
+LOADED = 1.5
+
+
+def loaded(record: dict) -> bool:
+    """Whether a CPU run's tokens/s were measured on a machine busy with other work."""
+    load, cpus = record.get("load"), record.get("cpus")
+    return (record.get("device") == "cpu" and isinstance(load, (int, float)) and isinstance(cpus, int)
+            and load > LOADED * cpus)
+
+
+def throughput_notes(runs: list[dict]) -> list[str]:
+    """When tok/s and MFU cannot be compared across rows: runs on other devices, or on a busy machine."""
+    notes = []
+    devices = sorted({f"{r.get('device')}" + (f" ({r['cpu']})" if r.get("device") == "cpu" and r.get("cpu") else "")
+                      for r in runs if r.get("device")})
+    if len(devices) > 1:
+        notes.append(f"tok/s and MFU were measured on different devices ({'; '.join(devices)}): not comparable across "
+                     f"rows.")
+    busy = [r for r in runs if loaded(r)]
+    if busy:
+        worst = max(busy, key=lambda r: r["load"] / r["cpus"])
+        notes.append(f"† tok/s measured while the machine was busy with other work (load average up to "
+                     f"{worst['load']:.1f} on {worst['cpus']} CPUs, in {len(busy)} of {len(runs)} runs): it measures "
+                     f"the contention, not the architecture. `gptlab bench` compares speeds side by side in one "
+                     f"process.")
+    return notes
 
 
 def sweep_lines(table: Table) -> list[str]:
@@ -504,6 +536,7 @@ def markdown(tables: list[Table]) -> str:
     for table in tables:
         base = table.rows[0]
         out.append(f"### {table.title}\n")
+        out += [f"**{note}**\n" for note in scale_notes(table)]
         out.append("| " + " | ".join(COLUMNS) + " |")
         out.append("|" + "|".join("---" for _ in COLUMNS) + "|")
         for row in table.rows:
@@ -631,9 +664,10 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     dirs = args.dirs or [LOG_ROOT]
-    missing = [str(d) for d in dirs if not d.is_dir()]
-    if missing:
-        print(f"error: no directory {', '.join(missing)}; give the log directories of runs or studies", file=sys.stderr)
+    absent = [d for d in dirs if not d.is_dir()]
+    if absent:
+        print(f"error: {'; '.join(missing(d) for d in absent)}; give the log directories of runs or studies",
+              file=sys.stderr)
         return 2
     if args.detect is not None and not (math.isfinite(args.detect) and args.detect > 0):
         print(f"error: --detect {args.detect}: give a positive difference of val loss, e.g. --detect 0.01",

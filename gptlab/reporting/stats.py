@@ -54,6 +54,26 @@ class Comparison:
         """Half-width of the 95% confidence interval of the difference (this comparison alone)."""
         return t_quantile(0.975, self.df) * self.se if self.se else 0.0
 
+    def ci_holm(self) -> float:
+        """Half-width of the interval that matches Holm's verdict: this comparison's own interval at
+        level 1 - alpha p / p_Holm, which excludes 0 exactly when the Holm-adjusted p is below alpha
+        (p < alpha p / p_Holm <=> p_Holm < alpha). Wider than ci95 by the correction's factor; its level
+        follows the verdict rather than being a fixed 95%."""
+        if not self.se:
+            return 0.0
+        level = SIGNIFICANCE * self.p / self.p_family if self.p_family > 0 else SIGNIFICANCE
+        return t_quantile(1 - level / 2, self.df) * self.se
+
+
+def format_p(p: float) -> str:
+    """A p-value with three decimals, or as many more as it takes to print it on its own side of each threshold
+    a mark turns on (0.0497, not 0.050)."""
+    for digits in range(3, 10):
+        text = f"{p:.{digits}f}"
+        if all((float(text) < t) == (p < t) for t in (SIGNIFICANCE, 0.01)):
+            return text
+    return f"{p:.3g}"
+
 
 def mean_std(values: list[float]) -> tuple[float, float | None]:
     """(mean, sample standard deviation); the deviation is None for a single value."""

@@ -24,7 +24,7 @@ from pathlib import Path
 from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig
 from gptlab.core.experiment import ExperimentError, recorded_classes
 from gptlab.optim import optimizer_class
-from gptlab.paths import LOG_ROOT, STUDIES_DIR
+from gptlab.paths import LOG_ROOT, STUDIES_DIR, missing
 from gptlab.training.planning import plan_run, seed_dir_name
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Run, TrainingError
@@ -137,7 +137,7 @@ def load_study(name_or_path: str) -> Study:
     if name_or_path.endswith(".py"):
         path = Path(name_or_path).expanduser().resolve()
         if not path.is_file():
-            raise StudyError(f"study file {name_or_path!r} does not exist")
+            raise StudyError(f"study file {missing(name_or_path)}")
     else:
         path = STUDIES_DIR / f"{name_or_path}.py"
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name_or_path) or not path.is_file():

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 from gptlab.files import DirectoryLock
+from gptlab.paths import missing
 from gptlab.study.slurm import SlurmError, read_manifest, squeue_states, task_state
 from gptlab.training.metrics import duration
 from gptlab.training.record import read_record
@@ -129,7 +130,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if not args.dir.is_dir():
-        print(f"error: no directory {args.dir}; give a study's directory (its --out)", file=sys.stderr)
+        print(f"error: {missing(args.dir)}; give a study's directory (its --out)", file=sys.stderr)
         return 2
     try:
         rows, note = status(args.dir)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.core.experiment import Experiment, ExperimentError, experiment_from_record, recorded_classes
 from gptlab.files import atomic_write, atomic_write_text, disk_full, remove_temporaries, write_failure
 from gptlab.models.gpt import build_gpt
+from gptlab.paths import missing
 from gptlab.training.distributed import Dist, barrier
 from gptlab.training.state import plain_weights
 
@@ -116,7 +118,7 @@ def load_checkpoint(path: Path, check: bool = True) -> dict:
         raise CheckpointError(f"{path} is a directory; give the path of a model_NNNNN.pt file in it"
                               f"{' such as ' + inside[0].name if inside else ''}")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; give the path of a model_NNNNN.pt file, "
+        raise CheckpointError(f"checkpoint {missing(path)}; give the path of a model_NNNNN.pt file, "
                               f"or --resume auto to take the newest one of the experiment")
     problem = verify(path) if check else None
     if problem and problem != NO_MARKER:
@@ -174,7 +176,7 @@ def find_checkpoint(source: Path | str) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise CheckpointError(f"{path} does not exist; give a checkpoint (model_NNNNN.pt) or a run's log directory")
+        raise CheckpointError(f"{missing(path)}; give a checkpoint (model_NNNNN.pt) or a run's log directory")
     log_dir = path / "log" if not list_checkpoints(path) and list_checkpoints(path / "log") else path
     if not list_checkpoints(log_dir):
         raise CheckpointError(f"{path} holds no checkpoint (model_NNNNN.pt); give a checkpoint or a run's log "
@@ -253,6 +255,7 @@ def check_resumable(state: dict, run) -> None:
     for slot, name in run.experiment.class_names().items():
         if saved_classes.get(slot) != name:
             problems.append(f"{slot} was {saved_classes.get(slot)}, now {name}")
+    restore = []  # the overrides that give this run the checkpoint's configs again
     for label, saved, current, allowed in (("model", state["model_config"], run.model_config, set()),
                                            ("train", state["training_config"], run.train_config, RESUMABLE_CHANGES)):
         now, default = dataclasses.asdict(current), dataclasses.asdict(type(current)())
@@ -260,6 +263,8 @@ def check_resumable(state: dict, run) -> None:
         for key in sorted(set(saved) | set(now)):
             if key not in allowed and saved.get(key) != now.get(key):
                 problems.append(f"{label}.{key} was {saved.get(key)!r}, now {now.get(key)!r}")
+                if key in default:
+                    restore.append(f"{label}.{key}={saved.get(key)}")
     if not run.train_config.allow_source_change:
         now = {s["path"]: s["sha256"] for s in _current_sources(run)}
         for saved in state.get("sources", []):
@@ -269,7 +274,12 @@ def check_resumable(state: dict, run) -> None:
                                 f"checkpoint and in log.txt); restore it, or resume anyway with "
                                 f"train.allow_source_change=true")
     if problems:
-        raise CheckpointError(f"cannot resume from {run.resume}:\n  - " + "\n  - ".join(problems) +
+        saved_preset = saved_exp.get("preset")
+        same = (f"--preset {saved_preset} " if saved_preset and saved_preset != run.preset else "") + " ".join(
+            shlex.quote(o) for o in restore)
+        hint = (f"\nto continue it as it was trained, add: {same}" if same.strip() and saved_exp["name"] ==
+                run.experiment.name else "")
+        raise CheckpointError(f"cannot resume from {run.resume}:\n  - " + "\n  - ".join(problems) + hint +
                               "\nrun with the same experiment, preset and overrides as the checkpoint's run, "
                               "or start a new run in another --log-dir")
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig
-from gptlab.core.experiment import ExperimentError
+from gptlab.core.experiment import ExperimentError, load_experiment
 from gptlab.data.shards import DataError
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.checkpoint import CheckpointError, SaveFailed
@@ -22,7 +22,7 @@ from gptlab.training.distributed import DeviceError, Dist, all_ranks_agree
 from gptlab.training.logger import read_header, read_log
 from gptlab.training.preemption import PREEMPTED_EXIT, Preempted
 from gptlab.training.presets import PRESETS
-from gptlab.training.planning import plan_run
+from gptlab.training.planning import default_log_dir, plan_run
 from gptlab.training.run import Diverged, Run, TrainingError
 
 EPILOG = """\
@@ -60,8 +60,9 @@ def parser() -> argparse.ArgumentParser:
         epilog=EPILOG.format(model=_field_list(GPTConfig), train=_field_list(TrainingConfig)),
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--experiment", default="baseline", help="a name in experiments/ or a path to a .py file")
-    p.add_argument("--preset", default="gpt2", choices=sorted(PRESETS),
-                   help="gpt2: the full recipe (default); gpt2-medium: the same recipe at 350M (24 layers, 16 "
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="gpt2: the full recipe (the default; with --resume, the checkpoint's run's preset is); "
+                        "gpt2-medium: the same recipe at 350M (24 layers, 16 "
                         "heads, 1024 wide, max_lr 3e-4); smoke: tiny, embedded corpus, about a minute on a CPU; "
                         "small: a few minutes on a CPU")
     p.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
@@ -98,7 +99,8 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
     anything is written; then the log directory, held by this run alone, and its state."""
     ctx = ctx or Dist()
     overrides = args.overrides + ([f"train.data_dir={args.data_root}"] if args.data_root else [])
-    run = plan_run(args.experiment, args.preset, overrides, seed=args.seed, max_steps=args.max_steps,
+    preset = args.preset or (_resumed_preset(args) if args.resume else None) or "gpt2"
+    run = plan_run(args.experiment, preset, overrides, seed=args.seed, max_steps=args.max_steps,
                    log_dir=args.log_dir, world_size=ctx.world_size)
     if args.init_from:
         from gptlab.training.warmstart import load_warm_start
@@ -115,6 +117,25 @@ def resolve_run(args: argparse.Namespace, ctx: Dist | None = None) -> Run:
             _remove_empty(run.log_dir, created)
         raise
     return run
+
+
+def _resumed_preset(args: argparse.Namespace) -> str | None:
+    """--resume without --preset continues the run as it was trained: its preset, as the header of
+    the log beside the checkpoint records it (None where there is no such log)."""
+    if args.resume == "auto":
+        log_dir = args.log_dir or default_log_dir(load_experiment(args.experiment).name, args.seed)
+        log = Path(log_dir).expanduser() / "log.txt"
+    else:
+        log = Path(args.resume).expanduser().parent / "log.txt"
+    try:
+        experiment = read_header(log).get("experiment") if log.is_file() else None
+    except OSError:
+        return None
+    preset = experiment.get("preset") if isinstance(experiment, dict) else None
+    if preset in PRESETS and preset != "gpt2":
+        print(f"--resume: the run was trained with --preset {preset} (its log says so); continuing with it")
+        return preset
+    return None
 
 
 def _first_missing(path: Path) -> Path | None:

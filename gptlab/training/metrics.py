@@ -98,6 +98,8 @@ class Metrics:
         samples = results.get("samples", [])
         skipped = results.get("hella") == "skipped"
         values = {key: value for key, value in results.items() if key not in ("samples", "hella_why")}
+        if hasattr(os, "getloadavg"):  # the machine's load: a throughput measured beside other work is not the model's
+            values["load"] = round(os.getloadavg()[0], 2)
         if skipped and self.said_hellaswag_skipped:  # said once per run, not at every evaluation
             values.pop("hella")
         elif skipped:

@@ -36,7 +36,7 @@ def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | Non
         if hidden and not quiet:
             print(f"note: the preset {preset} replaces what {exp.path.name}'s {label} sets: {', '.join(hidden)}; "
                   f"give them as overrides to keep them")
-    log_dir = log_dir or LOG_ROOT / exp.name / ("log" if seed is None else seed_dir_name(seed))
+    log_dir = log_dir or default_log_dir(exp.name, seed)
     run = Run(exp, model_config, train_config, Path(log_dir).expanduser().resolve(), preset=preset)
     check_run(run, world_size)
     check_installed(train_config)  # a tracker asked for but not installed
@@ -46,6 +46,11 @@ def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | Non
             raise ExperimentError(f"experiment {exp.path} fails the component check (`gptlab check "
                                   f"{experiment}` runs it alone):\n  - " + "\n  - ".join(problems))
     return run
+
+
+def default_log_dir(experiment_name: str, seed: int | None = None) -> Path:
+    """Where a run lives unless --log-dir says otherwise: log_train/<experiment>/log, or .../seed<N>."""
+    return LOG_ROOT / experiment_name / ("log" if seed is None else seed_dir_name(seed))
 
 
 def seed_dir_name(seed: int) -> str:

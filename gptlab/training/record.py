@@ -68,6 +68,9 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
         "tok_per_sec": _typical(series.get("tok_per_sec")),
         "mfu": _typical(series.get("mfu")),
         "peak_flops": header.get("peak_flops"),
+        "cpu": environment.get("cpu"),
+        "cpus": environment.get("cpus"),
+        "load": _typical(series.get("load")),  # the machine's 1-minute load average at the evaluations
     }
     val = series.get("val", [])
     record["val_loss"] = val[-1][1] if val else None

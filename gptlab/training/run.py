@@ -19,7 +19,7 @@ from gptlab.core.experiment import Experiment
 from gptlab.data.tokenizer import gpt2_encoding
 from gptlab.paths import REPO_ROOT
 from gptlab.optim import AdamW, check_optimizer, optimizer_class
-from gptlab.training.distributed import Dist, peak_flops
+from gptlab.training.distributed import Dist, cpu_name, cpus_available, peak_flops
 
 
 class TrainingError(RuntimeError):
@@ -174,5 +174,6 @@ def describe(run: Run, model, ctx: Dist, accum: int, data, optimizer) -> dict:
         "data_fingerprint": data.fingerprint,
         "sources": sources(run.experiment),
         "environment": {"git_commit": git_commit(), "torch": str(torch.__version__), "python": platform.python_version(),
-                        "device": device, "host": platform.node()},
+                        "device": device, "host": platform.node(), "cpu": cpu_name(), "cpus": cpus_available(),
+                        "threads": torch.get_num_threads()},
     }

@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from gptlab.paths import REPO_ROOT
-from gptlab.reporting.plots import label_of, main, plot
+from gptlab.reporting.plots import figure, label_of, main, plot
 from gptlab.training.logger import read_log
 
 LOG = """# experiment {"name": "x"}
@@ -62,6 +62,19 @@ def test_an_empty_hellaswag_panel_is_explained(tmp_path):
     assert notes == ["no HellaSwag results in these logs (skipped: offline, or train.hellaswag=false)"]
 
 
+def test_an_empty_hellaswag_panel_draws_no_reference_line(tmp_path):
+    """GPT-2's 0.2955 alone on an empty panel would read as a result of these runs."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    (tmp_path / "log.txt").write_text("".join(line + "\n" for line in LOG.splitlines() if "hella" not in line))
+    fig, _ = figure([tmp_path / "log.txt"], 0)
+    assert list(fig.axes[1].lines) == []
+    plt.close(fig)
+    (tmp_path / "log.txt").write_text(LOG)
+    fig, _ = figure([tmp_path / "log.txt"], 0)
+    assert [line.get_label() for line in fig.axes[1].lines][-1] == "GPT-2 124M (OpenAI)"
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("args, phrase", [
     (["log.txt", "missing/dir/c.png"], "the directory of missing/dir/c.png does not exist"),
     (["log.txt", "c.png", "-5"], "START -5 is negative"),
@@ -84,4 +97,4 @@ def test_a_directory_stands_for_every_log_under_it(tmp_path, capsys):
     assert (tmp_path / "out.png").is_file()
     assert label_of(tmp_path / "study/rope/seed1337/log.txt") == "rope/seed1337"
     assert main([str(tmp_path / "empty"), str(tmp_path / "out.png")]) == 2
-    assert "no log file at " + str(tmp_path / "empty") in capsys.readouterr().err
+    assert str(tmp_path / "empty") + " holds no log.txt" in capsys.readouterr().err

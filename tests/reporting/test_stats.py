@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from gptlab.reporting.stats import (Comparison, adjust, holm, mean_std, minimum_detectable_effect, pooled_std,
+from gptlab.reporting.stats import (Comparison, adjust, format_p, holm, mean_std, minimum_detectable_effect, pooled_std,
                                     power, seeds_needed, t_quantile, t_sf, welch)
 
 
@@ -112,3 +112,26 @@ def test_pooled_std_weights_each_group_by_its_degrees_of_freedom():
     sd, df = pooled_std([[1.0, 3.0], [2.0, 4.0, 6.0], [5.0]])  # variances 2 (df 1) and 4 (df 2)
     assert df == 3 and sd == pytest.approx(math.sqrt((2 + 2 * 4) / 3))
     assert pooled_std([[1.0], [2.0]]) is None
+
+
+def test_the_interval_drawn_beside_holms_verdict_excludes_zero_exactly_when_the_verdict_is_significant():
+    """Each comparison's own 95% interval can clear 0 while Holm's correction says not significant (a figure
+    that coloured by one and drew the other read as nearly significant); the drawn interval follows Holm."""
+    rng = np.random.default_rng(0)
+    disagreements = 0
+    for _ in range(300):
+        family = [welch(list(rng.normal(rng.normal(0, 0.02), 0.01, 3)), list(rng.normal(0, 0.01, 3)))
+                  for _ in range(rng.integers(2, 6))]
+        for c in adjust(family):
+            assert (abs(c.delta) > c.ci_holm()) == c.significant
+            # the interval at the level Holm's step uses, from scipy: half-width = t quantile x standard error
+            level = 0.05 * c.p / c.p_adjusted
+            assert c.ci_holm() == pytest.approx(scipy_stats.t.ppf(1 - level / 2, c.df) * c.se, rel=1e-9)
+            disagreements += (abs(c.delta) > c.ci95()) != c.significant
+    assert disagreements > 10  # the plain 95% interval disagrees with the verdict in some families
+
+
+@pytest.mark.parametrize("p, text", [(0.0497, "0.0497"), (0.0503, "0.050"), (0.012, "0.012"), (0.0099, "0.0099"), (0.04999996, "0.04999996"), (0.05, "0.050"),
+                                     (0.2, "0.200"), (0.001, "0.001")])
+def test_a_p_value_near_a_threshold_shows_the_digits_that_decide_it(p, text):
+    assert format_p(p) == text

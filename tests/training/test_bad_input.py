@@ -46,7 +46,7 @@ def test_missing_or_misspelt_experiment(tmp_path):
     assert_refused(train("--experiment", "swigl", "--log-dir", str(tmp_path), *SMOKE),
                    "no experiment named 'swigl'; did you mean swiglu", "available: alibi")
     assert_refused(train("--experiment", str(tmp_path / "mine.py"), "--log-dir", str(tmp_path), *SMOKE),
-                   "mine.py' does not exist")
+                   "mine.py does not exist")
     assert not list(tmp_path.iterdir())
 
 

@@ -188,3 +188,19 @@ def test_resume_on_another_number_of_processes_continues_the_same_data(tmp_path,
     assert a["loader"] == b["loader"]
     for name in a["model"]:
         torch.testing.assert_close(a["model"][name], b["model"][name], atol=1e-5, rtol=1e-4)
+
+
+def test_resume_without_a_preset_continues_the_runs_own_preset(tmp_path, capsys):
+    """`--resume auto` after a smoke run continues it as a smoke run (its log says it was one): refusing it for
+    differing from the full recipe in every field helped nobody."""
+    run = ["--experiment", "rope", "--log-dir", str(tmp_path), "train.num_samples=0", "train.hellaswag=false"]
+    assert main([*run, "--preset", "smoke", "train.stop_at=2"]) == 0
+    capsys.readouterr()
+    assert main([*run, "--resume", "auto", "train.stop_at=3"]) == 0
+    assert "--resume: the run was trained with --preset smoke" in capsys.readouterr().out
+    assert read_log(tmp_path / "log.txt")["train"][-1][0] == 2
+    # an override the run was not trained with is refused, naming the overrides that continue it as it was
+    assert main([*run, "--resume", "auto", "train.stop_at=4", "model.n_layer=3", "train.max_lr=0.001"]) == 2
+    err = capsys.readouterr().err
+    assert "model.n_layer was 2, now 3" in err
+    assert "to continue it as it was trained, add: model.n_layer=2 train.max_lr=0.003" in err
