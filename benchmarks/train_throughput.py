@@ -49,7 +49,8 @@ def measure(experiment: str, args, extra: list[str]) -> dict:
 
 def main():
     gpu = torch.cuda.is_available()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--experiments", nargs="+", default=["baseline", "rope", "alibi", "gqa", "mla", "swiglu"])
     parser.add_argument("--preset", default="gpt2" if gpu else "smoke")
     parser.add_argument("--steps", type=int, default=20)

@@ -56,7 +56,7 @@ def usage() -> str:
 def check_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab check", description="Check an experiment's components: built and "
                                 "called as gptlab does, on a tiny input, they must give logits of the right shape, "
-                                "be causal, and agree with and without the KV cache.")
+                                "be causal, and agree with and without the KV cache.", allow_abbrev=False)
     p.add_argument("experiment", help="a name in experiments/ or a path to a .py file")
     p.add_argument("overrides", nargs="*", metavar="model.FIELD=VALUE")
     return p

@@ -213,7 +213,7 @@ def _progress(total: int) -> Callable[[int], None]:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab generate", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("source", metavar="SOURCE",
                    help="a checkpoint (model_NNNNN.pt), a run's log directory (its newest intact checkpoint), or "
                         "OpenAI's GPT-2: gpt2, gpt2-medium, gpt2-large, gpt2-xl (the Hugging Face hub or its local "

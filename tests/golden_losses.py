@@ -108,7 +108,8 @@ def drift() -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--write", action="store_true", help="run the experiments and overwrite the golden file")
     what.add_argument("--drift", action="store_true", help="run the experiments and print how far this machine's "

@@ -67,6 +67,20 @@ def test_the_flags_of_every_command_are_frozen(name):
     assert problem is None, problem
 
 
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_no_command_takes_an_abbreviated_flag(name):
+    """`gptlab study ... --seed 7` was read as --seeds 7: a flag typed short must be refused, never quietly taken
+    for a longer one."""
+    assert COMMANDS[name].build_parser().allow_abbrev is False
+
+
+def test_study_refuses_train_pys_seed_flag(capsys):
+    from gptlab.study.cli import parser
+    with pytest.raises(SystemExit):
+        parser().parse_intermixed_args(["--experiments", "baseline", "--seed", "7"])
+    assert "unrecognized arguments: --seed" in capsys.readouterr().err
+
+
 def test_a_new_or_lost_flag_is_named_with_what_to_do():
     parser = COMMANDS["check"].build_parser()
     parser.add_argument("--verbose", action="store_true")

@@ -676,6 +676,7 @@ def test_the_readme_opens_with_what_gptlab_is_and_the_two_commands():
     assert 'pip install torch==2.13.0 -e ".[test]" && python -m pytest -q' in head  # CI and users grep for it
 
 
+@pytest.mark.long  # processes that train: CI runs them with -m long; the parse checks above stay in every run
 def test_the_readme_tour_runs(tmp_path):
     """Train a smoke run, read its log, plot it, generate from it, write a component, check and
     train it: as written, with one step, in a temporary directory."""
@@ -690,7 +691,7 @@ def test_the_readme_tour_runs(tmp_path):
     assert len(ran) >= 6
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_the_readme_tour_study_and_report_run(tmp_path):
     """The tour's study (the baseline and the written component, one seed, one step each) and its report."""
     sandbox = Sandbox(tmp_path, MADE)
@@ -719,6 +720,7 @@ def cheap_lines() -> list:
     return params
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("line", cheap_lines())
 def test_cheap_commands_run(line, tmp_path):
     sandbox = Sandbox(tmp_path, MADE)

@@ -212,7 +212,7 @@ def format_table(results: list[dict], speed: dict | None) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m gptlab.bench.acceptance", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--device", help="cuda (default where there is one) or cpu (the same checks, tiny)")
     p.add_argument("--experiments", nargs="+", metavar="NAME", help="default: every experiment in experiments/")
     p.add_argument("--steps", type=int, default=STEPS, help=f"training steps of each comparison (default {STEPS})")

@@ -49,7 +49,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--experiments", nargs="+", metavar="NAME",
                    help=f"names or paths, or 'all' for every experiment in experiments/ (default: "
                         f"{' '.join(DEFAULT_EXPERIMENTS)})")

@@ -63,7 +63,8 @@ def write_shards(token_docs: Iterable[np.ndarray], out_dir: Path, shard_size: in
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     allow_abbrev=False)
     parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help=f"shard directory (default {DEFAULT_DIR})")
     parser.add_argument("--shard-size", type=int, default=SHARD_SIZE, help="tokens per shard")
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="tokenising processes")

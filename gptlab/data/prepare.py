@@ -711,7 +711,7 @@ def describe(data_dir: Path) -> str | None:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab prepare", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--input", action="append", required=True, metavar="PATH",
                    help="a .jsonl, .json or .parquet file, or a directory of them; repeatable")
     p.add_argument("--out", type=Path, required=True, help="the directory the shards go to")

@@ -217,7 +217,7 @@ def update_record(path: Path, key: str, value) -> None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab eval-lengths", description="Validation loss at multiples of the "
                                 "training block_size, on the same tokens at every length; each result goes into "
-                                "the run's run.json under \"lengths\".")
+                                "the run's run.json under \"lengths\".", allow_abbrev=False)
     p.add_argument("path", type=Path, metavar="CKPT|DIR",
                    help="a checkpoint, a run's log directory (its newest intact checkpoint), or a directory of runs")
     p.add_argument("--tokens", type=int, help="validation tokens scored at every length, rounded down to whole "

@@ -25,7 +25,7 @@ def parser() -> argparse.ArgumentParser:
         "computes the experiment exactly (" + ", ".join(f.hf_class for f in FAMILIES) + "); an experiment no class "
         "computes is refused, naming the component in the way. The export is loaded back and its logits compared "
         f"with gptlab's before OUT_DIR appears; the vocabulary is GPT-2's {GPT2_VOCAB} tokens (the padding rows are "
-        "dropped). Needs pip install -e \".[hf]\"."))
+        "dropped). Needs pip install -e \".[hf]\"."), allow_abbrev=False)
     p.add_argument("checkpoint", nargs="?", type=Path,
                    help="a checkpoint (model_NNNNN.pt), or a run's log directory: its newest intact checkpoint")
     p.add_argument("out_dir", nargs="?", type=Path, help="a new (or empty) directory to write")

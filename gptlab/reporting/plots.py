@@ -88,7 +88,7 @@ USAGE = "LOG|DIR [LOG|DIR ...] OUT.png [START]"
 def parser() -> argparse.ArgumentParser:
     """One positional list: which of its words is START (a whole number at the end) argparse cannot tell."""
     p = argparse.ArgumentParser(prog="plot_training_log.py", usage=f"%(prog)s {USAGE}", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("arguments", nargs="*", metavar=USAGE,
                    help="log.txt files or directories holding them; then the figure's file (.png, .pdf, .svg, "
                         ".jpg); then START, the first step drawn (default 1000: the first steps' losses would "

@@ -650,7 +650,8 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None, figu
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab report", description="Compare runs: a Markdown table (and CSV, JSON "
-                                "and figures) of every run under the directories, grouped by experiment.")
+                                "and figures) of every run under the directories, grouped by experiment.",
+                                allow_abbrev=False)
     p.add_argument("dirs", nargs="*", type=Path, help=f"directories of runs or studies (default: {LOG_ROOT})")
     p.add_argument("--baseline", help="the experiment to compare with (default: the study's, or 'baseline')")
     p.add_argument("--out", type=Path, help="where report.md/.csv/.json and the figures go (default: the first DIR)")

@@ -32,7 +32,7 @@ exit status: 0 every run complete; 1 a run failed; 2 refused (nothing trained); 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab study", description="Train experiments over seeds on the same data, "
                                 "tokens, schedule and evaluation, then compare them with the baseline.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("study", nargs="?", help="a study file: a name in studies/ or a path to a .py file")
     p.add_argument("--experiments", nargs="+", metavar="NAME", help="experiments to compare (names or .py paths)")
     p.add_argument("--seeds", type=int, help="runs per experiment, with seeds train.seed, train.seed+1, ... (default 1)")

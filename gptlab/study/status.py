@@ -121,7 +121,8 @@ def format_status(rows: list[dict], note: str = "") -> str:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gptlab status", description="Every run of a study (local or SLURM) at a glance.")
+    p = argparse.ArgumentParser(prog="gptlab status", description="Every run of a study (local or SLURM) at a glance.",
+                                allow_abbrev=False)
     p.add_argument("dir", type=Path, help="the study's directory (its --out)")
     p.add_argument("--json", action="store_true", help="the runs as JSON instead of a table")
     return p

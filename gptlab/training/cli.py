@@ -58,7 +58,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="train.py", description="Train a gptlab experiment, resume it, or sample from a checkpoint.",
         epilog=EPILOG.format(model=_field_list(GPTConfig), train=_field_list(TrainingConfig)),
-        formatter_class=argparse.RawDescriptionHelpFormatter)
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     p.add_argument("--experiment", default="baseline", help="a name in experiments/ or a path to a .py file")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="gpt2: the full recipe (the default; with --resume, the checkpoint's run's preset is); "
