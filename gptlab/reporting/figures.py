@@ -110,12 +110,9 @@ def _curves(plt, table, path: Path) -> Path:
         ax.legend(fontsize=8)
     if not keys:
         axes[0][0].text(0.5, 0.5, "no results in these logs", ha="center", va="center", color="gray")
-    fig.suptitle("\n".join(textwrap.wrap(table.title, 160) + [line for note in scale_notes(table)
-                                                                for line in textwrap.wrap(note, 160)] + textwrap.wrap(
-        "mean over seeds; band: min to max over seeds (the difference panel: its 95% interval); dotted: incomplete "
-        "runs" + "".join(f"; {n}" for n in notes),
-        160)), fontsize=9)
-    fig.tight_layout()
+    caption(fig, [table.title, *scale_notes(table, short=True),
+                  "mean over seeds; band: min to max over seeds (the difference panel: its 95% interval); dotted: "
+                  "incomplete runs" + "".join(f"; {n}" for n in notes)])
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -172,13 +169,23 @@ def _deltas(plt, table, path: Path) -> Path:
              "exactly when the difference is significant after correction; the table's ± is each comparison's own "
              "95%); green/red: significantly better/worse after Holm's correction; gray: not significant; hollow: "
              f"fewer than {MIN_SEEDS} seeds a side or no spread, not tested")
-    width = 95 * max(1, len(keys))
-    fig.suptitle("\n".join(textwrap.wrap(title, width) + [line for note in [*scale_notes(table), *notes]
-                                                          for line in textwrap.wrap(note, width)]), fontsize=9)
-    fig.tight_layout()
+    caption(fig, [title, *scale_notes(table, short=True), *notes])
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def caption(fig, paragraphs: list[str], fontsize: float = 9) -> None:
+    """The figure's title, each paragraph wrapped to the figure's width, with the figure grown to hold it
+    above its axes (a long title over a short figure hid its panels)."""
+    width, height = fig.get_size_inches()
+    lines = [line for text in paragraphs for line in textwrap.wrap(text, int(width * 72 / (fontsize * 0.55)))]
+    text_height = len(lines) * fontsize * 1.35 / 72 + 0.15
+    fig.tight_layout()
+    fig.set_size_inches(width, height + text_height)
+    fig.subplots_adjust(top=height / (height + text_height) * fig.subplotpars.top, bottom=fig.subplotpars.bottom *
+                        height / (height + text_height))
+    fig.suptitle("\n".join(lines), fontsize=fontsize, y=1 - 0.05 / (height + text_height), va="top")
 
 
 def _lr_figure(plt, table, path: Path) -> Path:
@@ -258,4 +265,6 @@ def _zoom_to_tail(ax, after: float) -> None:
         lo, hi = min(ys), max(ys)
         pad = 0.08 * (hi - lo or 1)
         ax.set_ylim(lo - pad, hi + pad)
-        ax.set_xlim(last * after - 0.02 * last, last * 1.02)
+        # from the first step drawn there, not from a fraction of a step (4.8)
+        first = min((x for line in lines for x in line.get_xdata() if x >= last * after), default=last * after)
+        ax.set_xlim(first - 0.02 * last, last * 1.02)

@@ -474,8 +474,23 @@ def legend(table: Table) -> list[str]:
                      f"step) and {POWER:.0%} power, differences of {r.mde():.4f} or more would be detected.")
     if table.resolution:
         lines.append("`gptlab report DIR --detect DELTA` gives the seeds per arm a smaller difference would need.")
-    lines += throughput_notes([r for row in table.rows for r in row.complete])
+    complete = [r for row in table.rows for r in row.complete]
+    lines += throughput_notes(complete) + code_notes(complete)
     return lines
+
+
+def code_notes(runs: list[dict]) -> list[str]:
+    """Runs trained by different versions of gptlab's code (edited between a study's submissions): a
+    difference between rows may be the code's."""
+    versions: dict[str, list[str]] = {}
+    for r in runs:
+        for v in r.get("code_versions") or ([{"code": r["code"]}] if r.get("code") else []):
+            versions.setdefault(v["code"], []).append(f"{r['experiment']} seed {r.get('seed')}")
+    if len(versions) < 2:
+        return []
+    return [f"CODE: these runs were trained by {len(versions)} versions of gptlab's code (" + "; ".join(
+        f"{code}: {len(who)} run(s)" for code, who in versions.items()) + "): a difference between rows may be the "
+        "code's, not the experiments'. Retrain the older runs (or a new --out) to compare one version."]
 
 
 # a CPU run whose machine's load average exceeded this many times its CPUs shared them with other work
@@ -614,9 +629,29 @@ def as_csv(tables: list[Table]) -> str:
     return buffer.getvalue()
 
 
+def planned_but_absent(paths: list[Path], records: list[dict]) -> list[str]:
+    """The runs a study's study.json lists (under any of paths) that have no record: a seed the report would
+    otherwise drop without a word."""
+    found = {str(Path(r["log_dir"]).resolve()) for r in records}
+    absent = []
+    for path in paths:
+        for definition in sorted(Path(path).rglob("study.json")):
+            try:
+                planned = json.loads(definition.read_text(encoding="utf-8"))["runs"]
+                for run in planned:
+                    if str((definition.parent / run["log_dir"]).resolve()) not in found:
+                        rate = "" if run.get("lr_multiplier", 1.0) == 1.0 else f" at x{run['lr_multiplier']:g}"
+                        where = definition.parent / run["log_dir"]
+                        absent.append(f"{run['experiment']}{rate} seed {run['seed']} ({where})")
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+    return absent
+
+
 def write_report(paths: list[Path], out: Path, baseline: str | None = None, figures: bool = True,
                  detect: float | None = None) -> str:
     """Find, compare, print-ready Markdown; writes report.md/.csv/.json (and the figures) into out."""
+    paths = [Path(p).resolve() for p in paths]  # what is printed names files absolutely
     unreadable = []
     records = find_runs(paths, unreadable)
     for warning in (w for r in records for w in r.get("warnings") or []):
@@ -630,6 +665,10 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None, figu
                                 (f": {len(unreadable)} director{'y holds' if len(unreadable) == 1 else 'ies hold'} "
                                  "a run.json or log.txt that is not a run's" if unreadable else ""))
     text = markdown(tables)
+    absent = planned_but_absent(paths, records)
+    if absent:
+        text += ("\nPlanned by the study but with no run record (not started yet, or its directory was deleted; "
+                 "`gptlab status DIR` shows each run's state): " + ", ".join(absent) + ".\n")
     if detect is not None:
         text += "\n" + detect_lines(tables, detect) + "\n"
     out.mkdir(parents=True, exist_ok=True)

@@ -37,9 +37,9 @@ def recipe_cost() -> dict:
             "gpu_hours": flops / (STATED_MFU * PEAK_FLOPS[STATED_GPU]) / 3600}
 
 
-def scale_notes(table) -> list[str]:
+def scale_notes(table, short: bool = False) -> list[str]:
     """One or two sentences on what the table's comparison can show at its scale (none for the GPT-2
-    124M recipe itself, whose published references the report prints)."""
+    124M recipe itself, whose published references the report prints); `short`: a figure's version."""
     if table.recipe:
         return []
     base = table.rows[0].runs[0] if table.rows and table.rows[0].runs else None
@@ -55,7 +55,11 @@ def scale_notes(table) -> list[str]:
     share = 1 - non_embedding / params if params else 0
     size = (f"a {model.get('n_layer')}-layer, {model.get('n_embd')}-wide model of {_count(params)} parameters "
             f"({share:.0%} of them embeddings), trained on {_count(tokens)} tokens{loss}")
-    if non_embedding >= TOY_NON_EMBEDDING_PARAMS and tokens >= TOY_TOKENS:
+    toy = non_embedding < TOY_NON_EMBEDDING_PARAMS or tokens < TOY_TOKENS
+    if short:
+        return [f"Scale: {size}" + (": a check of the pipeline, not a verdict at GPT-2 124M's scale (the report says "
+                                    "what one costs)" if toy else "")]
+    if not toy:
         return [f"Scale: the baseline is {size}. The verdicts hold for this model at this budget; whether they hold "
                 f"as the model grows is what a ladder of sizes answers (docs/ladders.md)."]
     cost = recipe_cost()

@@ -59,10 +59,12 @@ class StudyRunner:
         self.live: dict[int | None, tuple[int, PlannedRun, subprocess.Popen, float]] = {}
         self.stopping: str | None = None
         self.failed: list[str] = []
+        self.todo: deque = deque()
+        self.took: list[float] = []  # seconds of each run this process trained to the end, for the time left
 
     def run(self) -> int:
         """Train what is not complete; 0 when every run is, 3 when stopped, 1 when a run failed."""
-        todo = deque()
+        todo = self.todo
         for i, planned in enumerate(self.runs, start=1):
             record = read_record(planned.log_dir)
             if record and record.get("status") == "complete":
@@ -127,7 +129,7 @@ class StudyRunner:
         try:  # its own session: a Ctrl-C reaches the study alone, which asks each run to stop once
             process = subprocess.Popen(command(self.study, planned, device), env=env, stdout=out,
                                        stderr=subprocess.STDOUT if out else None, start_new_session=True,
-                                       preexec_fn=_die_with_parent)
+                                       preexec_fn=die_with_parent)
         finally:
             if out:
                 out.close()
@@ -147,7 +149,9 @@ class StudyRunner:
             head = f"[{index}/{len(self.runs)}] {planned.label}: {outcome}"
             took = duration(time.perf_counter() - started)
             if outcome == "complete":
-                print(f"{head} in {took} ({_scores(read_record(planned.log_dir) or {})})", flush=True)
+                self.took.append(time.perf_counter() - started)
+                print(f"{head} in {took} ({_scores(read_record(planned.log_dir) or {})}){self._time_left()}",
+                      flush=True)
             elif outcome in ("preempted", "interrupted") and self.stopping:
                 print(f"{head} after {took}", flush=True)
             elif outcome == "diverged" and planned.lr_multiplier != 1 and planned.seed == planned.first_seed:
@@ -163,6 +167,14 @@ class StudyRunner:
                     print("the disk is full: no further run starts (each would fail the same way); free space, "
                           "then run the same command to continue", flush=True)
 
+    def _time_left(self) -> str:
+        """'; about 4m left for 8 runs': the runs still to train at the mean time of those trained so far."""
+        left = len(self.todo) + len(self.live)
+        if not left or not self.took or self.stopping:
+            return ""
+        seconds = sum(self.took) / len(self.took) * left / max(1, len(self.devices))
+        return f"; about {duration(seconds)} left for {left} run{'s' if left > 1 else ''}"
+
     def _stop(self, signum, frame) -> None:
         if signum == signal.SIGHUP:  # the terminal is gone: say what happens in the study's directory instead
             sys.stdout = sys.stderr = open(self.study.root / "study.out", "a", encoding="utf-8")
@@ -174,7 +186,7 @@ class StudyRunner:
             process.send_signal(signum)  # a second Ctrl-C stops a run at once, as in train.py
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In a run's process before it starts: Linux sends it SIGTERM (a checkpoint, then exit) when the
     study's process dies, however it dies (SIGKILL, the OOM killer), so no run trains on as an orphan."""
     if sys.platform.startswith("linux"):

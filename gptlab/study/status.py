@@ -9,8 +9,10 @@ It reads the runs' own files (run.json, log.txt, slurm.json, the study's manifes
 
 States: complete; running (its process holds the run's lock, or SLURM runs its task); pending
 (queued, not started); requeued (preempted or at its time limit, checkpointed and queued again);
-stopped (interrupted, not queued: the same study command continues it); failed (with why);
-diverged; not started.
+cancelled (scancel: checkpointed, not queued; submitting the study again continues it); stopped
+(interrupted, not queued: the same study command continues it); failed (with why: the end of its
+console, or of SLURM's output where the task died before the run started); diverged; missing (its
+job was submitted, its directory is gone); not started.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def study_runs(root: Path) -> list[dict]:
     return [{"experiment": None, "seed": None, "log_dir": str(d)} for d in found]
 
 
-def run_status(run: dict, jobs: dict[str, str], states: dict[str, str], now: float) -> dict:
+def run_status(run: dict, jobs: dict[str, str], states: dict[str, str], now: float, root: Path | None = None) -> dict:
     log_dir = Path(run["log_dir"])
     record = read_record(log_dir) if log_dir.is_dir() else None
     task = task_state(log_dir) if (log_dir / "slurm.json").is_file() else {}
@@ -51,6 +53,7 @@ def run_status(run: dict, jobs: dict[str, str], states: dict[str, str], now: flo
     queued = states.get(job) if job else None
     held = log_dir.is_dir() and DirectoryLock(log_dir).held()
     status = (record or {}).get("status")
+    why = None
     if status == "complete":
         state = "complete"
     elif held or queued == "RUNNING":
@@ -59,16 +62,30 @@ def run_status(run: dict, jobs: dict[str, str], states: dict[str, str], now: flo
         state = "requeued"
     elif queued and queued != "COMPLETING":
         state = "pending" if not record else "requeued" if queued.startswith("REQUEUE") else queued.lower()
+    elif task.get("state") == "cancelled":
+        state = "cancelled"
     elif task.get("state", "").startswith("failed") or status == "failed":
         state = "failed"
     elif status == "diverged":
         state = "diverged"
     elif record:
         state = "stopped"
+    elif job and root is not None and _slurm_output(root, job, lines=10 ** 6):
+        output = _slurm_output(root, job, lines=10 ** 6)
+        if "gptlab task " in output and not log_dir.exists():  # the task started (and made the directory)
+            state, why = "missing", f"its task (job {job}) ran, but its directory {log_dir} is gone (deleted?)"
+        else:  # the task's job ran and left no run: it died before gptlab started (the setup, the python)
+            state, why = "failed", ("failed before the run started; the end of its SLURM output:\n" +
+                                    "\n".join(output.splitlines()[-3:]))
     else:
         state = "not started"
-    why = task.get("why") if state in ("failed", "requeued") else (record or {}).get("status_why") if state in (
-        "failed", "diverged", "stopped") else None
+    if why is None:
+        why = task.get("why") if state in ("failed", "requeued", "cancelled") else (record or {}).get("status_why") \
+            if state in ("failed", "diverged", "stopped") else None
+    if state == "failed" and why and "\n" not in why:  # the run's own last words, where it failed
+        tail = task.get("tail") or _last_lines(log_dir / "console.txt")
+        if tail:
+            why += "; the end of its console.txt:\n" + "\n".join(tail.splitlines()[-3:])
     log = log_dir / "log.txt"
     moved = now - log.stat().st_mtime if log.is_file() else None
     return {"experiment": run.get("experiment") or (record or {}).get("experiment") or log_dir.name,
@@ -81,18 +98,41 @@ def run_status(run: dict, jobs: dict[str, str], states: dict[str, str], now: flo
             "warnings": (record or {}).get("warnings") or []}  # a damaged run.json, rebuilt from log.txt
 
 
+def _slurm_output(root: Path, job: str, lines: int = 3) -> str:
+    """The last lines of SLURM's output file of an array task (slurm/<array>_<task>.out), or ""."""
+    return _last_lines(Path(root) / "slurm" / f"{job}.out", lines)
+
+
+def _last_lines(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return ""
+    return "\n".join(text.splitlines()[-lines:])
+
+
 def status(root: Path) -> tuple[list[dict], str]:
-    """Every run's status, and the note about SLURM where squeue could not answer."""
+    """Every run's status, and notes: SLURM's manifest damaged (the runs' own files are shown), or squeue
+    unreachable (SLURM states unknown)."""
     runs = study_runs(root)
-    manifest = read_manifest(root) or {}
-    jobs = {r["log_dir"]: r.get("job") for r in manifest.get("runs", [])}
-    note = ""
+    notes = []
+    try:
+        manifest = read_manifest(root) or {}
+    except SlurmError as e:
+        manifest = {}
+        notes.append(f"warning: {e} The runs' own files are shown; their SLURM jobs are unknown.")
+    listed = manifest.get("runs") if isinstance(manifest.get("runs"), list) else []
+    jobs = {r["log_dir"]: str(r["job"]) if r.get("job") is not None else None for r in listed}
+    known = {r["log_dir"] for r in runs}
+    runs += [{"experiment": r.get("experiment"), "seed": r.get("seed"), "lr_multiplier": r.get("lr_multiplier", 1.0),
+              "log_dir": r["log_dir"]} for r in listed if r["log_dir"] not in known]
     try:
         states = squeue_states([j for j in jobs.values() if j]) if jobs else {}
     except (SlurmError, OSError) as e:
-        states, note = {}, f"squeue could not be asked ({e}): SLURM states unknown"
+        states = {}
+        notes.append(f"squeue could not be asked ({e}): SLURM states unknown")
     now = time.time()
-    return [run_status(r, jobs, states, now) for r in runs], note
+    return [run_status(r, jobs, states, now, root) for r in runs], "\n".join(notes)
 
 
 def format_status(rows: list[dict], note: str = "") -> str:
@@ -111,7 +151,7 @@ def format_status(rows: list[dict], note: str = "") -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
     for r in rows:
         if r["why"]:
-            lines.append(f"  {r['experiment']} seed {r['seed']}: {r['why']}")
+            lines.append(f"  {r['experiment']} seed {r['seed']}: " + r["why"].replace("\n", "\n      "))
         lines += [f"  warning: {w}" for w in r.get("warnings", [])]
     counts = Counter(r["state"] for r in rows)
     lines.append(f"{len(rows)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.most_common()))
@@ -139,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not rows:
-        print(f"error: no runs under {args.dir}; start one with gptlab study ...", file=sys.stderr)
+        print(f"error: no runs under {args.dir.resolve()}; start one with gptlab study ..." + (f"\n{note}" if note else ""),
+              file=sys.stderr)
         return 2
     print(json.dumps(rows, indent=1) if args.json else format_status(rows, note))
     return 0

@@ -59,7 +59,9 @@ def check_device(device: str) -> None:
 
 
 def setup(device: str | None = None) -> Dist:
-    """Read torchrun's environment; start the process group when there is more than one rank."""
+    """Read torchrun's environment; start the process group when there is more than one rank; use the CPUs
+    this process was given (`set_threads`)."""
+    set_threads()
     if device:
         check_device(device)
     if "RANK" not in os.environ:
@@ -71,6 +73,27 @@ def setup(device: str | None = None) -> Dist:
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
     return Dist(rank=rank, local_rank=local_rank, world_size=world, device=device)
+
+
+def allocated_cpus(environ=os.environ) -> int | None:
+    """The CPUs a scheduler gave this node's processes: SLURM_CPUS_PER_TASK, or the affinity mask where it is
+    narrower than the machine (taskset, cgroups' cpusets); None where nothing says."""
+    if (environ.get("SLURM_CPUS_PER_TASK") or "").isdigit():
+        return int(environ["SLURM_CPUS_PER_TASK"])
+    available = cpus_available()
+    return available if available < (os.cpu_count() or available) else None
+
+
+def set_threads(environ=os.environ) -> int:
+    """Torch's CPU threads: the allocated CPUs shared by this node's processes (LOCAL_WORLD_SIZE), unless
+    OMP_NUM_THREADS says how many (torchrun sets 1 for several processes); a task given 1 CPU ran 2
+    threads, each waiting on the other. Returns the threads."""
+    cpus = allocated_cpus(environ)
+    if cpus is not None and "OMP_NUM_THREADS" not in environ:
+        threads = max(1, cpus // max(1, int(environ.get("LOCAL_WORLD_SIZE") or 1)))
+        if threads != torch.get_num_threads():
+            torch.set_num_threads(threads)
+    return torch.get_num_threads()
 
 
 def teardown() -> None:

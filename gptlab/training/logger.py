@@ -43,6 +43,18 @@ def read_header(path: Path) -> dict:
     return header
 
 
+def header_values(path: Path, key: str) -> list:
+    """Every value a log.txt's `# key` header lines gave, in order: one per attempt of a resumed run."""
+    values = []
+    for line in Path(path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith(f"# {key} "):
+            try:
+                values.append(json.loads(line[len(key) + 3:]))
+            except json.JSONDecodeError:
+                values.append(line[len(key) + 3:])
+    return values
+
+
 def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     """{key: [(step, value), ...]} of the numeric records in a log.txt; the last value
     for a step wins (a resumed run repeats the steps after its checkpoint)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import time
 from pathlib import Path
@@ -85,9 +86,33 @@ def summarize(log_path: Path, step: int | None = None) -> dict:
         record["hellaswag_skipped"] = header["hellaswag_skipped"]
     if isinstance(header.get("study"), dict):
         record["study"] = header["study"]
+    record["code"] = environment.get("code")
+    versions = code_versions(log_path)
+    if len({v["code"] for v in versions}) > 1:
+        record["code_versions"] = versions
     finished = record["max_steps"] is not None and record["val_step"] == record["max_steps"]
     record["status"] = "complete" if finished else "stopped"
     return record
+
+
+def code_versions(log_path: Path) -> list[dict]:
+    """[{"from_step", "code", "commit"}, ...]: the code each attempt of the run trained with (a resumed run's
+    log has one header per attempt), where it changed."""
+    versions = []
+    step = 0
+    for line in Path(log_path).read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.startswith("# run "):
+            found = re.search(r"at step (\d+)", line)
+            step = int(found.group(1)) if found else 0
+        elif line.startswith("# environment "):
+            try:
+                environment = json.loads(line[len("# environment "):])
+            except json.JSONDecodeError:
+                continue
+            code = environment.get("code") if isinstance(environment, dict) else None
+            if code and (not versions or versions[-1]["code"] != code):
+                versions.append({"from_step": step, "code": code, "commit": environment.get("git_commit")})
+    return versions
 
 
 def _typical(points: list[tuple[int, float]] | None) -> float | None:
@@ -100,7 +125,7 @@ def _typical(points: list[tuple[int, float]] | None) -> float | None:
 # what run.json holds that log.txt also says: the log wins where they disagree
 FROM_LOG = ("experiment", "seed", "preset", "model_config", "training_config", "max_steps", "val_loss", "val_step",
             "val_loss_best", "hellaswag_acc_norm", "hellaswag_acc", "params", "flops_per_token", "data_fingerprint",
-            "study")
+            "study", "code", "code_versions")
 # keys whose value must be a dict (or absent) for the report to read them
 DICTS = ("model_config", "training_config", "study", "lengths", "classes", "experiment_model_fields")
 
@@ -137,6 +162,13 @@ def read_record(log_dir: Path) -> dict | None:
                     warnings.append(f"{path}: {key} is {_short(record.get(key))} but log.txt says {_short(truth[key])}; "
                                     f"log.txt's is used")
                 record[key] = truth[key]
+    versions = record.get("code_versions") if isinstance(record.get("code_versions"), list) else []
+    if len(versions) > 1:
+        spans = [f"steps {v['from_step']}-{nxt['from_step']}" if nxt else f"steps {v['from_step']}-"
+                 for v, nxt in zip(versions, [*versions[1:], None])]
+        warnings.append(f"trained by {len(versions)} versions of gptlab's code: " + "; ".join(
+            f"{span} by {v['code']} (commit {v['commit']})" for span, v in zip(spans, versions)) +
+            ": resumed after the code changed, so its numbers are no single version's")
     for key in DICTS:
         if key in record and record[key] is not None and not isinstance(record[key], dict):
             warnings.append(f"{path}: {key} is {_short(record[key])}, not a record of fields; left out")

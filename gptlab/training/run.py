@@ -125,6 +125,16 @@ def git_commit() -> str:
         return "unknown"
 
 
+def code_digest() -> str:
+    """sha256 of gptlab's own sources (every .py under gptlab/, with its path): what a run's steps were computed
+    by, beside the commit (which an edit does not change)."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO_ROOT / "gptlab").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO_ROOT)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def sources(experiment: Experiment) -> list[dict]:
     """The files that define the run and that no git commit records: the experiment file, and
     the file of every component class that is not gptlab's or PyTorch's; each with its text."""
@@ -173,7 +183,8 @@ def describe(run: Run, model, ctx: Dist, accum: int, data, optimizer) -> dict:
         "data": data.description,
         "data_fingerprint": data.fingerprint,
         "sources": sources(run.experiment),
-        "environment": {"git_commit": git_commit(), "torch": str(torch.__version__), "python": platform.python_version(),
+        "environment": {"git_commit": git_commit(), "code": code_digest()[:16], "torch": str(torch.__version__),
+                        "python": platform.python_version(),
                         "device": device, "host": platform.node(), "cpu": cpu_name(), "cpus": cpus_available(),
                         "threads": torch.get_num_threads()},
     }

@@ -73,7 +73,7 @@ def test_fair_fields_cover_data_tokens_schedule_batch_and_evaluation():
 
 def test_study_files_and_their_mistakes(tmp_path):
     study = load_study("quick")
-    assert study.experiments == ["baseline", "rope", "alibi"] and study.seeds == 6
+    assert study.experiments == ["baseline", "rope"] and study.seeds == 5
     assert study.root.parts[-2:] == ("log_train", "quick") and study.baseline == "baseline"
     bad = write(tmp_path / "bad.py", "EXPERIMENTS = ['rope']\nSEED = 3\n")
     with pytest.raises(StudyError, match="SEED is not a study setting; did you mean SEEDS"):
@@ -86,10 +86,10 @@ def test_study_files_and_their_mistakes(tmp_path):
         plan(Study(["baseline", "ropee"], preset="smoke"))
 
 
-def test_the_readme_study_plans_eighteen_fair_runs():
+def test_the_readme_study_plans_ten_fair_runs():
     runs = plan(load_study("quick"))
-    assert len(runs) == 18 and not any(r.unfair for r in runs)
-    assert {r.run.preset for r in runs} == {"smoke"} and {r.seed for r in runs} == set(range(1337, 1343))
+    assert len(runs) == 10 and not any(r.unfair for r in runs)
+    assert {r.run.preset for r in runs} == {"smoke"} and {r.seed for r in runs} == set(range(1337, 1342))
 
 
 def test_a_learning_rate_sweep_goes_first_then_the_seeds_then_the_tuned_rates(tmp_path):

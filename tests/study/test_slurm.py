@@ -47,11 +47,53 @@ def test_the_sbatch_script_of_a_two_node_eight_gpu_study(tmp_path):
                  "#SBATCH --signal=B:USR1@300", "#SBATCH --constraint=h100", "module load cuda/12.4",
                  "source ~/venv/bin/activate", "exec python -m gptlab.study.slurm task"):
         assert line in script, line
-    # a run of 2 nodes x 8 GPUs: torchrun on each node under srun, rendezvous on the first node
-    assert "srun --kill-on-bad-exit=1 --nodes=2 --ntasks-per-node=1 python -m torch.distributed.run --nnodes=2 " \
-           "--nproc_per_node=8 --rdzv_backend=c10d" in script
+    # a run of 2 nodes x 8 GPUs: torchrun on each node under srun with the task's CPUs (srun 22.05-23.02 does not
+    # inherit --cpus-per-task), rendezvous on the first node at a port of the job's own
+    assert "srun --kill-on-bad-exit=1 --nodes=2 --ntasks-per-node=1 '--cpus-per-task=${SLURM_CPUS_PER_TASK}' python " \
+           "-m torch.distributed.run --nnodes=2 --nproc_per_node=8 --rdzv_backend=c10d " \
+           "'--rdzv_endpoint=${MASTER_ADDR}:${MASTER_PORT}'" in script
     assert 'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"' in script
+    assert "export MASTER_PORT=$(( 29500 + SLURM_JOB_ID % 10000 ))" in script
     assert "nothing was submitted" in script and not (tmp_path / "slurm").exists()
+
+
+def test_a_script_asks_for_cpus_and_memory_by_default_and_one_node_needs_no_srun(tmp_path):
+    """No CPUs asked for let eight ranks share one core under cgroups; no memory, the partition's default."""
+    result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--launcher", "slurm", "--dry-run",
+                   "--slurm", "gpus_per_node=8")
+    assert result.returncode == 0, result.stderr
+    assert "#SBATCH --cpus-per-task=32" in result.stdout and "#SBATCH --mem-per-cpu=8G" in result.stdout
+    # one node: torchrun itself, which passes the task's signals to its processes; no srun, no fixed port
+    assert "python -m torch.distributed.run --standalone --nproc_per_node=8 -m gptlab train" in result.stdout
+    assert "srun" not in result.stdout and "MASTER_PORT" not in result.stdout
+    result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--launcher", "slurm", "--dry-run")
+    assert "#SBATCH --cpus-per-task=1" in result.stdout and "--no-launch" in result.stdout  # a CPU run
+
+
+def test_a_time_limit_that_leaves_little_training_is_warned_about(tmp_path):
+    result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--launcher", "slurm", "--dry-run",
+                   "--slurm", "time=00:06:00", "signal_seconds=300")
+    assert result.returncode == 0, result.stderr
+    assert "# warning: time=00:06:00 with signal_seconds=300: each task is asked to save 300 s before its limit, " \
+           "so it trains at most 60 s (17% of the allocation)" in result.stdout
+    result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--launcher", "slurm", "--dry-run",
+                   "--slurm", "time=02:00:00")
+    assert "warning" not in result.stdout
+
+
+def test_torch_uses_the_cpus_the_scheduler_gave_the_task():
+    """A task given 1 CPU ran torch with 2 threads: the allocation, shared by the node's processes, sets them
+    (OMP_NUM_THREADS, where given, wins)."""
+    import torch
+    from gptlab.training.distributed import allocated_cpus, set_threads
+    before = torch.get_num_threads()
+    try:
+        assert allocated_cpus({"SLURM_CPUS_PER_TASK": "1"}) == 1 and set_threads({"SLURM_CPUS_PER_TASK": "1"}) == 1
+        assert set_threads({"SLURM_CPUS_PER_TASK": "32", "LOCAL_WORLD_SIZE": "8"}) == 4
+        torch.set_num_threads(2)
+        assert set_threads({"SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "2"}) == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_slurm_settings_are_checked_and_named():
@@ -74,7 +116,7 @@ def test_slurm_time_limits_in_every_form_sbatch_takes(text, seconds):
 
 @pytest.mark.parametrize("items, phrase", [
     (["time=1:00:00:00"], "not a SLURM time limit"), (["time=1-"], "not a SLURM time limit"),
-    (["time=0"], "no time at all"), (["port=99999"], "not a TCP port"), (["signal_seconds=0"], "must be 1 to 65535"),
+    (["time=0"], "no time at all"), (["port=99999"], "the base must be from 1024 to 55536"), (["port=60000"], "the base must be"), (["signal_seconds=0"], "must be 1 to 65535"),
     (["signal_seconds=70000"], "must be 1 to 65535"),
     (["time=00:01:00", "signal_seconds=300"], "not shorter than the time limit"),
     (["partition"], "give KEY=VALUE"), (["sbatch=--array=0-99"], "gptlab sets --array itself"),
@@ -101,13 +143,20 @@ def test_an_empty_setup_line_sets_nothing_and_the_command_line_replaces_the_file
 
 @pytest.mark.parametrize("manifest", [b"[1, 2, 3]", b'{"runs": [{"no_log_dir": 1}]}', b'{"runs": "x"}', b"\xff\xfe",
                                       b"{garbage"])
-def test_a_damaged_manifest_is_one_clear_error(tmp_path, manifest):
+def test_a_damaged_manifest_is_said_and_the_runs_own_files_still_shown(tmp_path, manifest):
+    """A truncated manifest used to make status refuse everything: the runs' own files say what they did."""
     (tmp_path / "slurm").mkdir()
     (tmp_path / "slurm" / "manifest.json").write_bytes(manifest)
     out = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
                          cwd=REPO_ROOT, timeout=120)
-    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr  # no run at all: one error
     assert "manifest.json" in out.stderr and "move it away" in out.stderr
+    from tests.reporting.runs import fake_run
+    fake_run(tmp_path / "baseline" / "seed1337", "baseline", 1337, vals=(10.8, 8.0, 7.1), status="complete")
+    out = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
+                         cwd=REPO_ROOT, timeout=120)
+    assert out.returncode == 0 and "1 runs: 1 complete" in out.stdout, out.stdout + out.stderr
+    assert "warning: " in out.stdout and "manifest.json" in out.stdout and "their SLURM jobs are unknown" in out.stdout
 
 
 def test_slurm_flags_need_the_slurm_launcher(tmp_path):
@@ -154,6 +203,64 @@ def test_status_of_a_local_study(tmp_path):
     table = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
                            cwd=REPO_ROOT).stdout
     assert "  warning: " in table and "run.json" in table.split("  warning: ")[1]
+
+
+def test_status_names_what_each_run_left_behind(tmp_path):
+    """A manifest's job id written as a number was a traceback; a deleted run directory read "not started" (and
+    the report dropped the seed); a failed run said only "failed (exit status 1)"; a task that died before its
+    run started (a wrong python) read "not started" with no reason."""
+    from tests.reporting.runs import fake_run
+    runs = {"baseline 1337": "baseline/seed1337", "rope 1337": "rope/seed1337", "baseline 1338": "baseline/seed1338",
+            "rope 1338": "rope/seed1338"}
+    fake_run(tmp_path / "baseline" / "seed1337", "baseline", 1337, vals=(10.8, 8.0, 7.1), status="complete")
+    failed = fake_run(tmp_path / "rope" / "seed1337", "rope", 1337, vals=(10.8,), steps=20, status="failed")
+    (failed / "console.txt").write_text("step 19 | loss 7.0\nTraceback (most recent call last):\nRuntimeError: boom\n")
+    (failed / "slurm.json").write_text(json.dumps({"state": "failed", "why": "failed (exit status 1)", "failures": 2}))
+    (tmp_path / "slurm").mkdir()
+    (tmp_path / "slurm" / "77_2.out").write_text("gptlab task baseline seed1338 (77_2, restart 0): ...\n")
+    (tmp_path / "slurm" / "77_3.out").write_text("/var/spool/slurmd/job78/slurm_script: line 9: /nonexistent/python: "
+                                                 "No such file or directory\n")
+    manifest = {"runs": [{"log_dir": str(tmp_path / d), "job": f"77_{i}" if i else 77, "experiment": key.split()[0],
+                          "seed": int(key.split()[1])} for i, (key, d) in enumerate(runs.items())]}
+    (tmp_path / "slurm" / "manifest.json").write_text(json.dumps(manifest))
+    states = gptlab_status(tmp_path)
+    assert states["baseline 1337"]["state"] == "complete"
+    assert states["rope 1337"]["state"] == "failed" and "RuntimeError: boom" in states["rope 1337"]["why"]
+    assert states["baseline 1338"]["state"] == "missing" and "is gone" in states["baseline 1338"]["why"]
+    assert states["rope 1338"]["state"] == "failed"
+    assert "before the run started" in states["rope 1338"]["why"] and "/nonexistent/python" in states["rope 1338"]["why"]
+
+
+def test_the_report_names_a_planned_seed_whose_run_is_gone(tmp_path):
+    from gptlab.reporting.report import write_report
+    from tests.reporting.runs import fake_run
+    for seed in (1337, 1338, 1339):
+        fake_run(tmp_path / "baseline" / f"seed{seed}", "baseline", seed, vals=(10.8, 7.1 + seed / 1e5), status="complete")
+    (tmp_path / "study.json").write_text(json.dumps({"runs": [
+        {"experiment": "baseline", "seed": s, "log_dir": f"baseline/seed{s}"} for s in (1337, 1338, 1339, 1340)]}))
+    text = write_report([tmp_path], tmp_path, figures=False)
+    assert "Planned by the study but with no run record" in text and "baseline seed 1340" in text
+
+
+def test_a_run_resumed_under_other_code_says_so_in_its_record_and_the_report(tmp_path):
+    from gptlab.reporting.report import write_report
+    from gptlab.training.record import read_record
+    from tests.reporting.runs import fake_run
+    for seed in (1337, 1338, 1339):
+        fake_run(tmp_path / "baseline" / f"seed{seed}", "baseline", seed, vals=(10.8, 8.0, 7.1 + seed / 1e5),
+                 status="complete", header={"environment": {"device": "cpu", "git_commit": "abc", "code": "c0de"}})
+    changed = tmp_path / "baseline" / "seed1339" / "log.txt"
+    changed.write_text(changed.read_text() + "# run resumed from x/model_00012.pt at step 12\n"
+                       '# environment {"device": "cpu", "git_commit": "abd", "code": "beef"}\n')
+    (tmp_path / "baseline" / "seed1339" / "run.json").unlink()
+    record = read_record(tmp_path / "baseline" / "seed1339")
+    assert record["code_versions"] == [{"from_step": 0, "code": "c0de", "commit": "abc"},
+                                       {"from_step": 12, "code": "beef", "commit": "abd"}]
+    assert any("trained by 2 versions of gptlab's code: steps 0-12 by c0de (commit abc); steps 12- by beef" in w
+               for w in record["warnings"])
+    text = write_report([tmp_path], tmp_path, figures=False)
+    assert "CODE: these runs were trained by 2 versions of gptlab's code" in text
+    assert "seed 1339: trained by 2 versions of gptlab's code" in text  # the row's note names the run
 
 
 # ---- on a real cluster
@@ -220,6 +327,96 @@ def test_a_run_that_fails_for_its_own_reasons_is_reported_and_not_requeued(clust
     wait_until(lambda: not alive(tmp_path), "the task to end")
     run = gptlab_status(tmp_path)["baseline 1337"]
     assert run["state"] == "failed" and run["failures"] == 1 and run["preemptions"] == 0  # diverged: no retry
-    assert run["why"] == "diverged"
+    assert run["why"].startswith("diverged; the end of its console.txt:\n")  # what it said as it stopped
+    assert "consecutive steps had a non-finite loss" in run["why"]
     state = json.loads((tmp_path / "baseline" / "seed1337" / "slurm.json").read_text())
     assert "consecutive steps had a non-finite loss" in state["tail"]
+
+
+def array_jobs(root) -> list[str]:
+    manifest = json.loads((Path(root) / "slurm" / "manifest.json").read_text())
+    return [s["job"] for s in manifest["submissions"]]
+
+
+def at_step(log: Path, step: int) -> bool:
+    return log.is_file() and f"\n{step} train" in log.read_text()
+
+
+@pytest.mark.slurm
+def test_scancel_stops_a_running_study_saved_and_nothing_is_requeued(cluster, tmp_path):
+    """scancel's SIGTERM was taken for a preemption: the task requeued itself and the study went on. A cancel
+    now saves the run and stops; submitting again continues it from that checkpoint."""
+    common = ["--experiments", "baseline", "--seeds", "2", *TINY, "train.max_steps=40", "train.eval_interval=4",
+              "--out", str(tmp_path), "--launcher", "slurm", "--slurm", "cpus_per_task=1", "max_parallel=1"]
+    assert study(*common).returncode == 0
+    log = tmp_path / "baseline" / "seed1337" / "log.txt"
+    wait_until(lambda: at_step(log, 5), "baseline seed1337 at step 5")
+    subprocess.run(["scancel", array_jobs(tmp_path)[0]], check=True)
+    wait_until(lambda: not alive(tmp_path), "the cancelled array to leave the queue", timeout=180)
+    time.sleep(3)
+    assert not alive(tmp_path)  # nothing came back
+    states = gptlab_status(tmp_path)
+    run = states["baseline 1337"]
+    assert run["state"] == "cancelled" and run["preemptions"] == 0, run
+    assert "not requeued" in run["why"] and "submitting the study again continues it" in run["why"]
+    from gptlab.training.checkpoint import list_checkpoints
+    saved = list_checkpoints(tmp_path / "baseline" / "seed1337")
+    assert saved and int(saved[0].stem.split("_")[1]) == run["step"] > 5  # saved where it stopped
+    assert states["baseline 1338"]["state"] == "not started"  # cancelled while pending: it never ran
+    again = study(*common)
+    assert "submitted job array" in again.stdout and "with 2 task(s)" in again.stdout, again.stdout + again.stderr
+    wait_until(lambda: not alive(tmp_path), "the resubmitted array")
+    assert f"resumed from {saved[0]}" in log.read_text()
+    assert all(r["state"] == "complete" for r in gptlab_status(tmp_path).values())
+
+
+@pytest.mark.slurm
+def test_a_reordered_resubmission_leaves_every_task_training_the_run_it_was_submitted_for(cluster, tmp_path):
+    """Tasks found their run by position in a manifest that a resubmission rewrote: with the experiments given in
+    another order, a task submitted for rope seed1338 trained baseline seed1338. Each submission's file is its own."""
+    tiny = [*TINY, "train.max_steps=4", "--out", str(tmp_path), "--launcher", "slurm", "--slurm", "cpus_per_task=1",
+            "max_parallel=1"]
+    first = study("--experiments", "baseline", "rope", "--seeds", "2", *tiny)
+    assert "submitted job array" in first.stdout, first.stdout + first.stderr
+    again = study("--experiments", "rope", "baseline", "alibi", "--seeds", "2", *tiny)  # reordered, and one added
+    assert "submitted job array" in again.stdout and "with 2 task(s)" in again.stdout, again.stdout + again.stderr
+    wait_until(lambda: not alive(tmp_path), "both arrays", timeout=900)
+    states = gptlab_status(tmp_path)
+    assert len(states) == 6 and all(r["state"] == "complete" for r in states.values()), states
+    for key, r in states.items():
+        experiment, seed = key.split()
+        task = json.loads((Path(r["log_dir"]) / "slurm.json").read_text())
+        assert task["label"] == f"{experiment} seed{seed}", task
+        assert json.loads((Path(r["log_dir"]) / "run.json").read_text())["experiment"] == experiment
+
+
+@pytest.mark.slurm
+def test_killing_a_tasks_wrapper_leaves_no_trainer_behind(cluster, tmp_path):
+    """The trainer was started in a session of its own: after kill -9 of the task it trained on outside SLURM."""
+    assert study("--experiments", "baseline", *TINY, "train.max_steps=400", "--out", str(tmp_path), "--launcher",
+                 "slurm", "--slurm", "cpus_per_task=1").returncode == 0
+    log = tmp_path / "baseline" / "seed1337" / "log.txt"
+    wait_until(lambda: at_step(log, 3), "step 3")
+    wrapper = subprocess.run(["pgrep", "-f", f"gptlab.study.slurm task {tmp_path}"], capture_output=True,
+                             text=True).stdout.split()
+    assert len(wrapper) == 1, wrapper
+    subprocess.run(["kill", "-9", wrapper[0]], check=True)
+    trainer = f"--log-dir {tmp_path / 'baseline' / 'seed1337'}"
+    wait_until(lambda: subprocess.run(["pgrep", "-f", trainer], capture_output=True).returncode != 0,
+               "the trainer to end with its task", timeout=120)
+    wait_until(lambda: not alive(tmp_path), "the job to end", timeout=120)
+    assert gptlab_status(tmp_path)["baseline 1337"]["state"] != "running"
+    from gptlab.training.record import read_record
+    why = read_record(tmp_path / "baseline" / "seed1337")["status_why"]
+    assert why.startswith("preempted: stopped by SIGTERM") and "checkpoint" in why, why  # its parent's death: saved
+    header = [line for line in log.read_text().splitlines() if line.startswith("# environment ")][0]
+    assert json.loads(header[len("# environment "):])["threads"] == 1  # its allocation: 1 CPU, 1 thread
+
+
+@pytest.mark.slurm
+def test_a_task_that_dies_before_its_run_starts_says_why(cluster, tmp_path):
+    assert study("--experiments", "baseline", *TINY, "--out", str(tmp_path), "--launcher", "slurm", "--slurm",
+                 "python=/nonexistent/python").returncode == 0
+    wait_until(lambda: not alive(tmp_path), "the task to end", timeout=120)
+    run = gptlab_status(tmp_path)["baseline 1337"]
+    assert run["state"] == "failed" and "before the run started" in run["why"] and "/nonexistent/python" in run["why"]
