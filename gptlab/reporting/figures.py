@@ -21,7 +21,10 @@ def seed_curves(runs: list[dict], key: str) -> tuple[np.ndarray, np.ndarray] | N
     """(steps, values (seeds, steps)) at the steps every run logged, up to each run's last step."""
     curves = []
     for r in runs:
-        points = dict((s, v) for s, v in read_log(Path(r["log_dir"]) / "log.txt").get(key, []) if s <= r["step"])
+        log = Path(r["log_dir"]) / "log.txt"
+        if not log.is_file():  # a record whose log is gone: its scores are in the table, it has no curve
+            continue
+        points = dict((s, v) for s, v in read_log(log).get(key, []) if s <= r["step"])
         if points:
             curves.append(points)
     if not curves:
@@ -59,7 +62,7 @@ def study_figures(table, out: Path, suffix: str = "") -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = [_curves(plt, table, out / f"study_curves{suffix}.png"), _deltas(plt, table, out / f"study_deltas{suffix}.png")]
-    if table.kind == "tuned" and table.fits:
+    if table.fits:
         written.append(_lr_figure(plt, table, out / f"study_lr{suffix.removesuffix('_tuned')}.png"))
     return written
 
@@ -198,19 +201,26 @@ def _lr_figure(plt, table, path: Path) -> Path:
             continue
         color = f"C{i}"
         ms = sorted(fit.points)
-        found = f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else fit.flag.split(":")[0]
-        ax.plot([fit.base_lr * m for m in ms], [fit.points[m] for m in ms], "o", color=color,
+        found = {"": f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else "", "concave": "the fit is not convex",
+                 "flat": "flat", "few": "too few points to fit", "edge-low": "optimum at or below the smallest rate",
+                 "edge-high": "optimum at or above the largest rate"}[fit.kind]
+        shown = [m for m in ms if m not in fit.diverged and m not in fit.left_out]
+        ax.plot([fit.base_lr * m for m in shown], [fit.points[m] for m in shown], "o", color=color,
                 label=f"{row.name}: {found}; seeds at x{fit.chosen:g}")
-        if fit.coefficients is not None:
-            grid = np.exp(np.linspace(np.log(ms[0]), np.log(ms[-1]), 100))
+        for m in fit.left_out:  # off the bowl: not fitted, and named at the frame's top rather than drawn there
+            ax.annotate(f"x{m:g}: {fit.points[m]:.3g}, left out", (fit.base_lr * m, 1.0), color=color, fontsize=8,
+                        ha="center", va="top", xycoords=("data", "axes fraction"))
+        if fit.coefficients is not None and fit.kind != "concave":  # a concave parabola has no optimum to show
+            grid = np.exp(np.linspace(np.log(fit.fitted[0]), np.log(fit.fitted[-1]), 100))
             ax.plot(fit.base_lr * grid, [fit.predicted(m) for m in grid], "-", color=color, alpha=0.6, linewidth=1)
         if fit.optimum is not None:
             ax.plot([fit.base_lr * fit.optimum], [fit.predicted(fit.optimum)], "*", color=color, markersize=14,
                     markeredgecolor="black")
         if fit.chosen in fit.points:
             ax.plot([fit.base_lr * fit.chosen], [fit.points[fit.chosen]], "o", markersize=13, mfc="none", color=color)
+        top = max((fit.points[m] for m in shown), default=0)
         for m in fit.diverged:
-            ax.annotate("diverged", (fit.base_lr * m, max(fit.points.values())), color=color, fontsize=8, ha="center")
+            ax.annotate("diverged", (fit.base_lr * m, top), color=color, fontsize=8, ha="center")
     ax.set_xscale("log")
     ax.set(xlabel="max_lr", ylabel="final validation loss (the first seed)",
            title="learning-rate sweep: points, parabola in log(lr), star: fitted optimum, ring: where the seeds train")

@@ -26,7 +26,7 @@ import math
 import os
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gptlab.core.config import GPTConfig, TrainingConfig
@@ -59,6 +59,8 @@ class Row:
     name: str = ""  # the experiment's own name
     lr_multiplier: float | None = None  # the multiple of max_lr its runs trained at, in a table of tuned rates
     confounded: list[str] = field(default_factory=list)  # model fields it differs in beyond its named change
+    mismatch: list[str] = field(default_factory=list)  # fair settings its runs were trained with unlike the baseline's
+    excluded: bool = False  # not compared: trained with other fair settings than the baseline's (not allowed)
 
     @property
     def runs(self) -> list[dict]:
@@ -109,6 +111,8 @@ class Table:
     resolution: dict[str, Resolution] = field(default_factory=dict)
     fits: dict[str, LRFit] = field(default_factory=dict)  # the learning-rate sweep's fits
     study: bool = False
+    notes: list[str] = field(default_factory=list)  # what the table leaves out, and why
+    family: dict[str, int] = field(default_factory=dict)  # per metric, Holm's family where it spans several tables
 
 
 def find_runs(paths: list[Path], unreadable: list[Path] | None = None) -> list[dict]:
@@ -134,18 +138,61 @@ def group(records: list[dict], baseline: str | None = None) -> list[Table]:
         groups.setdefault(_comparison_key(r), []).append(r)
     tables = []
     for runs in groups.values():
-        study = runs[0].get("study") or {}
-        if study.get("lr_sweep"):
-            fits = sweep_fits(runs)
-            shared = [r for r in runs if _multiplier(r) == 1.0]
-            # at each experiment's chosen rate, without the sweep's own run there (chosen for its low loss)
-            tuned = [r for r in runs if r["experiment"] in fits and _multiplier(r) == fits[r["experiment"]].chosen
-                     and r.get("seed") != study.get("first_seed")]
-            tables += [_table(chosen, baseline, kind=kind, fits=fits) for chosen, kind in ((shared, "shared"),
-                                                                                            (tuned, "tuned")) if chosen]
+        if any((r.get("study") or {}).get("lr_sweep") for r in runs):
+            tables += _sweep_tables(runs, baseline)
         else:
             tables.append(_table(runs, baseline))
     return tables
+
+
+def _sweep_tables(runs: list[dict], baseline: str | None) -> list[Table]:
+    """A study with a learning-rate sweep: the table at the shared rate, and the one at each experiment's tuned
+    rate (the seeds after the first, at the grid point its fit chose: the sweep's own run there was picked for
+    its low loss) for the experiments whose sweep is complete, and only once the baseline's is. Their
+    comparisons are corrected together. The sweep's fits go with the tuned table, or with the shared one
+    while the tuned seeds have not trained."""
+    study = next(r["study"] for r in runs if (r.get("study") or {}).get("lr_sweep"))
+    fits = sweep_fits(runs)
+    shared = _table([r for r in runs if _multiplier(r) == 1.0], baseline, kind="shared")
+    base = shared.rows[0].name
+    waiting = {name: "its sweep is missing " + ", ".join(f"x{m:g}" for m in fit.missing)
+               for name, fit in fits.items() if not fit.complete}
+    tuned_runs = [] if base in waiting else [
+        r for r in runs if r["experiment"] in fits and r["experiment"] not in waiting
+        and _multiplier(r) == fits[r["experiment"]].chosen and r.get("seed") != study.get("first_seed")]
+    tuned = _table(tuned_runs, baseline, kind="tuned") if tuned_runs else None
+    if tuned is not None and tuned.rows[0].name != base:  # the baseline's tuned seeds have not trained yet
+        tuned = None
+    (tuned or shared).fits = fits
+    if base in waiting:
+        shared.notes.append(f"No table at each experiment's tuned rate yet: the baseline ({base}) {waiting[base]}; "
+                            f"the same study command trains what is missing.")
+    elif tuned is None:
+        shared.notes.append("The sweep is fitted (below); the seeds at each experiment's tuned rate have not "
+                            "trained yet: the same study command trains them.")
+    else:
+        tuned.notes += [f"{name} is not in this table: {why}; the same study command trains it."
+                        for name, why in waiting.items()]
+    tables = [shared] + ([tuned] if tuned is not None else [])
+    if tuned is not None:
+        correct_together(tables)
+    return tables
+
+
+def correct_together(tables: list[Table]) -> None:
+    """Holm's correction over the comparisons of several tables at once (a sweep study's shared and tuned
+    rates: reading both is testing both), per metric."""
+    for key in METRICS:
+        cells, made = [], 0
+        for table in tables:
+            rows = table.rows
+            made += sum(bool(row.values(key)) and not row.excluded for row in rows[1:]) if rows[0].values(key) else 0
+            cells += [(row, row.comparison(key)) for row in rows[1:]]
+        raw = [None if c is None else replace(c, p_adjusted=None) for _, c in cells]
+        for (row, _), comparison in zip(cells, adjust(raw, family=made)):
+            setattr(row, "val_vs_baseline" if key == "val_loss" else "hella_vs_baseline", comparison)
+        for table in tables:
+            table.family[key] = made
 
 
 def _table(runs: list[dict], baseline: str | None, kind: str = "", fits: dict | None = None) -> Table:
@@ -174,9 +221,21 @@ def _table(runs: list[dict], baseline: str | None, kind: str = "", fits: dict | 
         rows.append(row)
     table = Table(_title(runs, study, kind), base, rows, _is_recipe(runs), kind=kind, spread=_spread(runs),
                   fits=fits or {}, study=bool(study))
+    wanted = baseline or _stem(study.get("baseline"))
+    if wanted and wanted != base_name:
+        table.notes.append(f"The baseline {wanted} has no run in this table: its rows are compared with {base_name}.")
+    if study:  # a study's runs were planned fair; what their records say is checked all the same
+        for row in rows:
+            row.mismatch = setting_differences(row.runs, rows[0].runs[0], kind)
+            allowed = {f for r in row.runs for f in (r.get("study") or {}).get("unfair", [])}
+            row.excluded = row is not rows[0] and bool(row.mismatch) and not all(
+                m.split()[0].removeprefix("train.") in allowed for m in row.mismatch)
+        if rows[0].mismatch:
+            table.notes.append(f"The baseline's own runs differ in {', '.join(rows[0].mismatch)}: its seeds are not "
+                               f"one setting, and no row is a clean comparison.")
     for key in METRICS:
-        made = sum(bool(row.values(key)) for row in rows[1:]) if rows[0].values(key) else 0
-        compared = adjust([_tested(row, rows[0], key) for row in rows[1:]], family=made)
+        made = sum(bool(row.values(key)) and not row.excluded for row in rows[1:]) if rows[0].values(key) else 0
+        compared = adjust([None if row.excluded else _tested(row, rows[0], key) for row in rows[1:]], family=made)
         for row, comparison in zip(rows[1:], compared):
             setattr(row, "val_vs_baseline" if key == "val_loss" else "hella_vs_baseline", comparison)
         resolution = _resolution(rows, key)
@@ -186,15 +245,43 @@ def _table(runs: list[dict], baseline: str | None, kind: str = "", fits: dict | 
 
 
 def _tested(row: Row, base: Row, key: str) -> Comparison | None:
-    """Welch's test of the row against the baseline, where both have MIN_SEEDS complete seeds."""
+    """Welch's test of the row against the baseline, where both have MIN_SEEDS complete seeds and a spread
+    (seeds that all gave the same loss, on both sides, leave nothing to test a difference against)."""
     mine, theirs = row.values(key), base.values(key)
-    return welch(mine, theirs) if min(len(mine), len(theirs)) >= MIN_SEEDS else None
+    if min(len(mine), len(theirs)) < MIN_SEEDS or no_spread(mine, theirs):
+        return None
+    return welch(mine, theirs)
+
+
+def no_spread(*groups: list[float]) -> bool:
+    """Every seed of every group gave the same value as the others of its group."""
+    return all(len(set(g)) <= 1 for g in groups)
+
+
+def setting_differences(runs: list[dict], reference: dict, kind: str = "") -> list[str]:
+    """The fair settings (preset, the training fields every run of a comparison must share) these runs were
+    trained with unlike the reference run, as `train.max_lr 0.0018 vs 0.0006`. Free: an optimizer's own fields
+    (its named change), and in a table of tuned rates the learning rates."""
+    from gptlab.optim import OPTIMIZER_FIELDS
+    from gptlab.study.plan import FAIR_FIELDS
+    mine = {}
+    theirs = reference.get("training_config") or {}
+    for r in runs:
+        if r.get("preset") != reference.get("preset"):
+            mine["preset"] = f"preset {r.get('preset')} vs {reference.get('preset')}"
+        cfg = r.get("training_config") or {}
+        for f in FAIR_FIELDS:
+            if f in OPTIMIZER_FIELDS or (kind == "tuned" and f == "max_lr"):
+                continue
+            if f in cfg and f in theirs and cfg[f] != theirs[f]:
+                mine[f] = f"train.{f} {cfg[f]!r} vs {theirs[f]!r}"
+    return list(mine.values())
 
 
 def _resolution(rows: list[Row], key: str) -> Resolution | None:
     measured = [row.values(key) for row in rows if row.values(key)]
     pooled = pooled_std(measured)
-    if pooled is None or len(measured) < 2:
+    if pooled is None or len(measured) < 2 or pooled[0] == 0:
         return None
     comparisons = len(measured) - 1
     return Resolution(key, pooled[0], pooled[1], sum(len(v) > 1 for v in measured), min(len(v) for v in measured),
@@ -312,9 +399,16 @@ def verdict(row: Row, base: Row, table: Table, key: str = "val_loss") -> str:
     mine, theirs = row.values(key), base.values(key)
     if not mine or not theirs:
         return "-"
+    if row.excluded:
+        return (f"not compared: trained with other settings than the baseline ({', '.join(row.mismatch)}); a study "
+                f"compares one setting")
     delta = statistics.fmean(mine) - statistics.fmean(theirs)
     resolution = table.resolution.get(key)
     c = row.comparison(key)
+    if c is None and min(len(mine), len(theirs)) >= MIN_SEEDS and no_spread(mine, theirs):
+        return ("no test: every seed gave the same loss on both sides, so there is no spread to judge a difference "
+                "by (the seeds vary nothing here: dropout 0 and a fixed data order make seeds differ only in "
+                "initialisation, which should differ; check the seeds)")
     if c is None:
         if resolution is None:
             return "one seed a side: no test; the seed-to-seed spread is unknown: train 3 seeds or more"
@@ -398,6 +492,8 @@ def row_cells(row: Row, base: Row, table: Table) -> list[str]:
     if row.confounded:
         notes.append(f"CONFOUNDED: differs from the baseline in {', '.join(row.confounded)}, which its experiment "
                      f"file does not name: the difference is not the experiment's alone")
+    if row.mismatch and not row.excluded and row is not base:
+        notes.append(f"UNFAIR: trained with {', '.join(row.mismatch)} (allowed by the study)")
     for r in row.incomplete:
         notes.append(f"seed {r.get('seed')} {r.get('status')} at step {r.get('step')}/{r.get('max_steps')}"
                      f" (not averaged)")
@@ -458,10 +554,13 @@ def _lengths(runs: list[dict]) -> str:
 
 def legend(table: Table) -> list[str]:
     """The lines under a table: how to read it, what it could detect, what its spread measures."""
-    made = sum(bool(row.values("val_loss")) for row in table.rows[1:])
+    made = sum(bool(row.values("val_loss")) and not row.excluded for row in table.rows[1:])
+    family = (f"study's {table.family['val_loss']} comparison(s) with the baseline, in both its tables (the shared and "
+              f"the tuned rates: reading both is testing both)" if table.family.get("val_loss") else
+              f"table's {made} comparison(s) with the baseline")
     lines = [f"Δ: variant minus baseline ({table.baseline}), ± the 95% confidence interval of that comparison alone; "
              f"Welch's t-test over seeds (df: Welch-Satterthwaite). p Holm: Holm's step-down correction over the "
-             f"table's {made} comparison(s) with the baseline (val loss and HellaSwag are separate families; a "
+             f"{family} (val loss and HellaSwag are separate families; a "
              f"comparison not tested counts as not rejected); the mark follows it: `*` < 0.05, `**` < 0.01. A "
              f"difference is tested only with at least {MIN_SEEDS} complete seeds on each side. Lower val loss is "
              f"better, higher acc_norm is better.",
@@ -533,16 +632,20 @@ def sweep_lines(table: Table) -> list[str]:
         fit = table.fits.get(row.name)
         if fit is None:
             continue
-        cells = [f"{fit.points[m]:.4f}" if m in fit.points else "diverged" if m in fit.diverged else "missing"
-                 for m in grid]
+        cells = [("diverged" + (f" ({fit.points[m]:.4g})" if m in fit.points else "")) if m in fit.diverged else
+                 f"{fit.points[m]:.4f}" + (" (left out)" if m in fit.left_out else "") if m in fit.points else
+                 "missing" for m in grid]
         optimum = f"x{fit.optimum:.3g} (max_lr {fit.base_lr * fit.optimum:.3g})" if fit.optimum else "-"
         excess = fit.excess()
         chosen = f"x{fit.chosen:g}" + (f" (+{excess:.4f} predicted over the optimum)" if excess is not None else "")
         out.append("| " + " | ".join([row.name, *cells, optimum, chosen, fit.flag]) + " |")
     out.append("")
-    out.append("A parabola in log(lr) is fitted through each experiment's points; its seeds train at the grid point "
-               "nearest the fitted optimum (the bowl is flat near its bottom), never beyond the grid. The tuned table "
-               "leaves out the sweep's own run at that point: it was picked for its low loss.")
+    out.append("A parabola in log(lr) is fitted through each experiment's best point and up to two points on each "
+               "side; its seeds train at the grid point nearest the fitted optimum (the bowl is flat near its bottom), "
+               "never beyond the grid. A run that diverged or ended at or above the untrained model's loss (ln of the "
+               "vocabulary) is a divergence; a point more than half-way from the best loss up to that is left out of "
+               "the fit. The tuned table leaves out the sweep's own run at the chosen point: it was picked for its "
+               "low loss.")
     return out
 
 
@@ -558,7 +661,8 @@ def markdown(tables: list[Table]) -> str:
             out.append("| " + " | ".join(row_cells(row, base, table)) + " |")
         out.append("")
         out += legend(table)
-        if table.kind == "tuned" and table.fits:
+        out += table.notes
+        if table.fits:
             out.append("")
             out += sweep_lines(table)
         out.append(_card(table))
@@ -579,9 +683,10 @@ def detect_lines(tables: list[Table], delta: float) -> str:
             continue
         n = r.needed(delta)
         needs = f"{n} seeds per arm" if n else "more than 100,000 seeds per arm"
+        has = ", ".join(f"{row.experiment} {len(row.values('val_loss'))}" for row in table.rows)
         out.append(f"{table.title}:\n  a val-loss difference of {delta:g} needs {needs} to be detected with "
                    f"{POWER:.0%} power at alpha = {SIGNIFICANCE:g}/{r.comparisons} (seed-to-seed std {r.sd:.4f}, "
-                   f"pooled over {r.experiments} experiments, df {r.df}); it has {r.seeds}")
+                   f"pooled over {r.experiments} experiments, df {r.df}); the complete seeds it has: {has}")
     return "\n".join(out)
 
 

@@ -219,7 +219,7 @@ def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
     from gptlab.optim import optimizer_class
     from gptlab.reporting.lr_sweep import sweep_fits
     from gptlab.training.record import read_record
-    records = [r for r in (read_record(p.log_dir) for p in runs if p.seed == p.first_seed) if r]
+    records = [r for r in (read_record(p.log_dir) for p in runs) if r]  # the other seeds: the seed-to-seed spread
     fits = sweep_fits(records)
     chosen = {}
     for name in study.experiments:

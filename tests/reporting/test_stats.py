@@ -135,3 +135,15 @@ def test_the_interval_drawn_beside_holms_verdict_excludes_zero_exactly_when_the_
                                      (0.2, "0.200"), (0.001, "0.001")])
 def test_a_p_value_near_a_threshold_shows_the_digits_that_decide_it(p, text):
     assert format_p(p) == text
+
+
+@pytest.mark.parametrize("alpha, welch_power", [(0.05, 0.696), (0.025, 0.648)])
+def test_students_80_percent_effect_is_detected_less_often_by_welchs_test(alpha, welch_power):
+    """What the docs say: the difference Student's formula (df 2n - 2 throughout) detects 80% of the time at 3 seeds
+    is detected 70% of the time by Welch's test at alpha 0.05, 65% at 0.025 (and 200,000 simulated tests agree)."""
+    def student(d):
+        nc, c = d / math.sqrt(2 / 3), scipy_stats.t.ppf(1 - alpha / 2, 4)
+        return scipy_stats.nct.sf(c, 4, nc) + np.nan_to_num(scipy_stats.nct.cdf(-c, 4, nc)) - 0.8
+    from scipy import optimize
+    d = optimize.brentq(student, 0.01, 7)
+    assert power(d, 1.0, 3, alpha) == pytest.approx(welch_power, abs=0.002)
