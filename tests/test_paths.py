@@ -26,3 +26,18 @@ def test_runs_go_into_the_checkout_from_any_directory(tmp_path):
     """The default log directory is the checkout's log_train, whatever the current directory."""
     from gptlab.training.planning import default_log_dir
     assert default_log_dir("rope", 7) == REPO_ROOT / "log_train" / "rope" / "seed7"
+
+
+def test_commands_work_from_the_directory_that_holds_a_checkout_named_gptlab(tmp_path):
+    """A clone at ~/gptlab, the command typed in ~: `-m gptlab` took the clone's root for the package once a run had
+    made its data/ (ModuleNotFoundError: gptlab.data.shards), in the command and in a study's runs."""
+    clone = tmp_path / "gptlab"
+    (clone / "data").mkdir(parents=True)  # what a first run leaves in a checkout
+    (clone / "gptlab").symlink_to(REPO_ROOT / "gptlab")
+    tiny = ["--preset", "smoke", "train.max_steps=1", "train.hellaswag=false", "train.num_samples=0"]
+    result = subprocess.run([sys.executable, "-m", "gptlab", "train", "--experiment", "baseline", "--log-dir",
+                             str(tmp_path / "run"), *tiny], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-m", "gptlab", "study", "--experiments", "baseline", "rope", "--out",
+                             str(tmp_path / "study"), *tiny], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "2/2] rope seed1337: complete" in result.stdout, result.stdout + result.stderr

@@ -9,9 +9,10 @@ import dataclasses
 
 import torch
 
-from gptlab.core.config import GPTConfig
+from gptlab.core.config import GPTConfig, TrainingConfig
 from gptlab.core.experiment import Experiment
 from gptlab.models.gpt import build_gpt, check_components
+from gptlab.optim import AdamW, Muon, optimizer_class
 
 INTERFACE = ("the interface: attention cls(config), forward(x, pos_enc, pos, cache=None) -> (B, T, C); position "
              "encoding cls(config, rotary_dim) with forward(x, pos), rotate(t, pos), score_bias(q_pos, k_pos); "
@@ -23,11 +24,41 @@ def user_components(experiment: Experiment) -> dict[str, type]:
             if not cls.__module__.startswith(("gptlab.", "torch."))}
 
 
-def check_experiment(experiment: Experiment, model_config: GPTConfig | None = None) -> list[str]:
+def check_experiment(experiment: Experiment, model_config: GPTConfig | None = None,
+                     train: TrainingConfig | None = None) -> list[str]:
     """Every problem of the experiment's components on a tiny model of its config (widths kept,
     two layers, 16 positions, a 64-token vocabulary), one sentence each. Causality is checked in
     evaluation and in training mode (each training pass from the same RNG state, so dropout or
-    noise draws the same), and each sequence of a batch must be computed from itself alone."""
+    noise draws the same), and each sequence of a batch must be computed from itself alone. An
+    optimizer that is not gptlab's own takes one step on it (a torch optimizer that cannot update
+    dense gradients, SparseAdam, would otherwise fail at the run's first step)."""
+    problems = user_component_problems(experiment, model_config)
+    if not problems and experiment.optimizer_class not in (AdamW, Muon):
+        problems += optimizer_step_problems(experiment, model_config, train or experiment.training_config)
+    return problems
+
+
+def optimizer_step_problems(experiment: Experiment, model_config: GPTConfig | None, train: TrainingConfig) -> list[str]:
+    """The experiment's optimizer built on the tiny model and stepped once on a real gradient."""
+    config = model_config or experiment.model_config
+    config = dataclasses.replace(config, n_layer=min(2, config.n_layer), block_size=16, vocab_size=64, dropout=0.0)
+    name = getattr(experiment.optimizer_class, "__name__", experiment.optimizer_class)
+    torch.manual_seed(0)
+    try:
+        model = build_gpt(experiment, config)
+        optimizer = optimizer_class(experiment.optimizer_class)(model, train, "cpu")
+        idx = torch.randint(0, 64, (2, 12))
+        model(idx, idx).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    except Exception as e:  # noqa: BLE001 - a user's optimizer: whatever it raises, said in words
+        return [f"OPTIMIZER_CLASS = {name} fails its first step on a tiny model: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''}"]
+    return []
+
+
+def user_component_problems(experiment: Experiment, model_config: GPTConfig | None = None) -> list[str]:
+    """check_experiment's part for the model's components."""
     config = model_config or experiment.model_config
     config = dataclasses.replace(config, n_layer=min(2, config.n_layer), block_size=16, vocab_size=64, dropout=0.0)
     if "moe_capacity_factor" in getattr(experiment.mlp_class, "config_fields", ()):

@@ -35,12 +35,24 @@ class Optimizer:
 
     def __init__(self, model: nn.Module, train: TrainingConfig, device_type: str = "cpu"):
         self.train = train
-        self.optimizers: dict[str, torch.optim.Optimizer] = self.build(model, train, device_type)
+        built = self.build(model, train, device_type)
+        name = type(self).__name__
+        if not (isinstance(built, dict) and built and all(isinstance(k, str) and isinstance(o, torch.optim.Optimizer)
+                                                          for k, o in built.items())):
+            raise ValueError(f"{name}.build returned {type(built).__name__}, not {{name: torch optimizer}}: return e.g. "
+                             f"{{'adamw': torch.optim.AdamW(...)}}")
+        self.optimizers: dict[str, torch.optim.Optimizer] = built
+        check_coverage(model, self.param_groups, name)
         self.peak_lrs = [group["lr"] for group in self.param_groups]  # the schedule's 1.0, per group
 
     @classmethod
     def check_config(cls, train: TrainingConfig) -> list[str]:
         """What in the training config this optimizer cannot work with, in words."""
+        return []
+
+    @classmethod
+    def warnings(cls, train: TrainingConfig) -> list[str]:
+        """What in the training config works but looks like a mistake, in words (said before the run trains)."""
         return []
 
     def build(self, model: nn.Module, train: TrainingConfig, device_type: str) -> dict[str, torch.optim.Optimizer]:
@@ -90,6 +102,29 @@ class Optimizer:
             opt.load_state_dict(state[name])
 
 
+def check_coverage(model: nn.Module, groups: list[dict], name: str) -> None:
+    """Every trainable parameter in exactly one group, and nothing else: a parameter in no group would stay at its
+    initialisation (a study row would compare a half-frozen model), one in two groups would step twice."""
+    names = {id(p): n for n, p in trainable(model)}
+    counts: dict[int, int] = {}
+    for group in groups:
+        for p in group["params"]:
+            counts[id(p)] = counts.get(id(p), 0) + 1
+    problems = []
+    left = [n for i, n in names.items() if i not in counts]
+    if left:
+        problems.append(f"{len(left)} of the model's parameters are in no group and would not train: "
+                        f"{', '.join(left[:6])}{', ...' if len(left) > 6 else ''}")
+    twice = [names[i] for i, c in counts.items() if c > 1 and i in names]
+    if twice:
+        problems.append(f"{len(twice)} parameters are in more than one group and would step once per group: "
+                        f"{', '.join(twice[:6])}{', ...' if len(twice) > 6 else ''}")
+    if any(i not in names for i in counts):
+        problems.append("a group holds tensors that are not the model's trainable parameters")
+    if problems:
+        raise ValueError(f"{name}.build must put each trainable parameter in exactly one group: " + "; ".join(problems))
+
+
 def decay_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
     """The recipe's two groups: weight decay on matrices (2-D and up), none on vectors (biases, gains)."""
     return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
@@ -136,9 +171,16 @@ def optimizer_class(cls: type) -> type[Optimizer]:
 
 
 def check_optimizer(cls: type, train: TrainingConfig) -> list[str]:
-    """The optimizer's own checks, and an optimizer field set that it would ignore."""
+    """The optimizer's own checks, its own fields (only those no other part reads: OPTIMIZER_FIELDS), and an
+    optimizer field set that it would ignore."""
     optimizer = optimizer_class(cls)
     problems = list(optimizer.check_config(train))
+    shared = [f for f in optimizer.config_fields if f not in OPTIMIZER_FIELDS]
+    if shared:
+        problems.append(f"config_fields names {', '.join(shared)}, which the recipe reads too (the schedule, the "
+                        f"batch, every optimizer): a study would let {getattr(cls, '__name__', cls)} change them "
+                        f"unmarked. An optimizer's own fields are those only optimizers read ({', '.join(OPTIMIZER_FIELDS)})"
+                        f"; take a recipe field as it is, or change it with an override every run of a study shares")
     default = TrainingConfig()
     for name in OPTIMIZER_FIELDS:
         if getattr(train, name) != getattr(default, name) and name not in optimizer.config_fields:

@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         if name != study.baseline:
             changes = ", ".join(f"{k.replace('_class', '')} {_short(a)} -> {_short(b)}" for k, (a, b) in differs.items())
             print(f"  {name}: {changes or 'the same model as the baseline'}")
+        for warning in next(r.run.warnings for r in runs if r.experiment == name):
+            print(f"  warning ({name}): {warning}")
     if study.launcher == "slurm":
         return submit_study(study, runs, options, args.dry_run)
     lock = DirectoryLock(study.root)

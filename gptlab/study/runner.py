@@ -26,6 +26,7 @@ from collections import deque
 from pathlib import Path
 
 from gptlab.files import DirectoryLock, atomic_write_text
+from gptlab.paths import REPO_ROOT
 from gptlab.study.plan import PlannedRun, Study
 from gptlab.training.metrics import duration
 from gptlab.training.preemption import PREEMPTED_EXIT
@@ -47,7 +48,9 @@ def write_definition(study: Study, runs: list[PlannedRun]) -> None:
 
 
 def command(study: Study, planned: PlannedRun, device: int | None) -> list[str]:
-    cmd = [sys.executable, "-m", "gptlab", "train", "--experiment", str(planned.run.experiment.path),
+    # the checkout's train.py by its path, not `-m gptlab`: run from the directory that holds a checkout named
+    # gptlab, `-m` would take the checkout's root for the package (a namespace package, once data/ is in it)
+    cmd = [sys.executable, str(REPO_ROOT / "train.py"), "--experiment", str(planned.run.experiment.path),
            "--preset", study.preset, "--seed", str(planned.seed), "--log-dir", str(planned.log_dir),
            "--resume", "auto", *planned.overrides]
     return cmd + ["--no-launch"] if device is not None else cmd

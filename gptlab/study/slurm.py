@@ -280,12 +280,12 @@ def task_command(options: SlurmOptions, cmd: list[str]) -> list[str]:
     which forwards the task's signals to its processes. Several nodes: a torchrun on each node, started by
     srun with the task's CPUs (srun 22.05-23.02 does not inherit --cpus-per-task), meeting in a c10d
     rendezvous on the first node at a port of the run's own (two runs on one node never share one)."""
-    train_args = cmd[cmd.index("train") + 1:]
+    script, train_args = cmd[1], cmd[2:]  # python, train.py, its arguments
     if options.nodes == 1 and options.gpus_per_node <= 1:
         return [*cmd, "--no-launch"]
     if options.nodes == 1:
         return [cmd[0], "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={options.gpus_per_node}",
-                "-m", "gptlab", "train", *train_args]
+                script, *train_args]
     # --kill-on-bad-exit: a node that crashed takes the others down at once instead of leaving them in a
     # collective until its timeout; a preempted run saves as one collective that ends in a barrier, so no
     # node exits (3) before every node's part of the checkpoint is written
@@ -293,8 +293,7 @@ def task_command(options: SlurmOptions, cmd: list[str]) -> list[str]:
             "--cpus-per-task=${SLURM_CPUS_PER_TASK}", cmd[0], "-m", "torch.distributed.run",
             f"--nnodes={options.nodes}",
             f"--nproc_per_node={max(1, options.gpus_per_node)}", "--rdzv_backend=c10d",
-            "--rdzv_endpoint=${MASTER_ADDR}:${MASTER_PORT}", "--rdzv_id=${SLURM_JOB_ID}",
-            "-m", "gptlab", "train", *train_args]
+            "--rdzv_endpoint=${MASTER_ADDR}:${MASTER_PORT}", "--rdzv_id=${SLURM_JOB_ID}", script, *train_args]
 
 
 def sbatch_script(root: Path, name: str, options: SlurmOptions, tasks: int, python: str, submission: Path) -> str:

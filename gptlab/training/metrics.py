@@ -64,12 +64,16 @@ class Metrics:
             self.progress.draw(step)
 
     def training_step(self, step: int, loss: float, lr: float, norm: float, seconds: float, data_seconds: float,
-                      extras: dict[str, float]) -> None:
-        """A finished optimizer step: its loss (cross-entropy), lr, gradient norm, time, and the
+                      extras: dict[str, float], clipped_norm: float | None = None) -> None:
+        """A finished optimizer step: its loss (cross-entropy), lr, gradient norm (every gradient's, and
+        `norm_clipped`, that of the gradients clipping compared where it compares only some), time, and the
         model's extra losses and metrics."""
         values = {"train": loss, "lr": lr, "norm": norm, "tok_per_sec": round(self.tokens_per_step / seconds)}
+        if clipped_norm is not None:
+            values["norm_clipped"] = clipped_norm
         values.update({f"train_{name}": value for name, value in extras.items()})
-        console = (f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {norm:.4f} | dt {seconds * 1000:.1f}ms | "
+        shown = f"{norm:.4f}" + (f" (clipped {clipped_norm:.4f})" if clipped_norm is not None else "")
+        console = (f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {shown} | dt {seconds * 1000:.1f}ms | "
                    f"tok/sec {values['tok_per_sec']:,}")
         if self.peak:
             values["mfu"] = round(100 * self.flops_per_token * self.tokens_per_step / seconds

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from gptlab.core.config import GPTConfig, TrainingConfig, parse_overrides, replace_config
 from gptlab.core.experiment import ExperimentError, load_experiment
-from gptlab.models.check import check_experiment, user_components
+from gptlab.models.check import check_experiment, optimizer_step_problems, user_components
+from gptlab.optim import AdamW, Muon, optimizer_class
 from gptlab.paths import LOG_ROOT
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Run, check_run
@@ -39,9 +40,13 @@ def plan_run(experiment: str, preset: str, overrides: list[str], seed: int | Non
     log_dir = log_dir or default_log_dir(exp.name, seed)
     run = Run(exp, model_config, train_config, Path(log_dir).expanduser().resolve(), preset=preset)
     check_run(run, world_size)
+    run.warnings = optimizer_class(exp.optimizer_class).warnings(train_config)
+    for warning in run.warnings if not quiet else []:
+        print(f"warning: {warning}")
     check_installed(train_config)  # a tracker asked for but not installed
-    if user_components(exp):  # a component that is not gptlab's own proves itself before it trains
-        problems = check_experiment(exp, model_config)
+    if user_components(exp) or exp.optimizer_class not in (AdamW, Muon):  # not gptlab's own: it proves itself
+        problems = (check_experiment(exp, model_config, train_config) if user_components(exp) else
+                    optimizer_step_problems(exp, model_config, train_config))
         if problems:
             raise ExperimentError(f"experiment {exp.path} fails the component check (`gptlab check "
                                   f"{experiment}` runs it alone):\n  - " + "\n  - ".join(problems))

@@ -43,6 +43,7 @@ class Run:
     lock: object = None  # the log directory's lock, held (by rank 0) while the run lives
     init_from: dict | None = None  # what a warm start's weights came from (gptlab.training.warmstart)
     init_weights: dict | None = None  # those weights, read once when the run was resolved
+    warnings: list[str] = dataclasses.field(default_factory=list)  # settings that work but look like mistakes
 
     def experiment_record(self) -> dict:
         """What logs and checkpoints record of the experiment: name, file, preset, class names."""
@@ -83,8 +84,8 @@ def check_run(run: Run, world_size: int) -> None:
             try:
                 if model is not None:
                     optimizer(model, cfg)
-            except ValueError as e:
-                problems.append(str(e))
+            except Exception as e:  # noqa: BLE001 - a user's optimizer: whatever its build raises, said in words
+                problems.append(str(e) if isinstance(e, ValueError) else f"building it failed: {type(e).__name__}: {e}")
     if problems:
         raise TrainingError(f"the optimizer {run.experiment.optimizer_class.__name__} cannot run:\n  - "
                             + "\n  - ".join(problems))
@@ -157,7 +158,8 @@ def describe(run: Run, model, ctx: Dist, accum: int, data, optimizer) -> dict:
     are the model's training FLOPs and the optimizer's own (Muon's Newton-Schulz iterations) shared
     out over the tokens of a step."""
     breakdown = model.flops_breakdown(run.train_config.sequence_length)
-    update = round(optimizer.flops_per_step() / run.train_config.total_batch_size)
+    # every process runs the whole update (Muon's orthogonalisation is not sharded): what runs is counted
+    update = round(optimizer.flops_per_step() * ctx.world_size / run.train_config.total_batch_size)
     if update:
         breakdown = {**breakdown, "optimizer": update}
     device = torch.cuda.get_device_name(ctx.device) if ctx.device_type == "cuda" else ctx.device

@@ -157,7 +157,7 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
             mean_over_ranks(loss_accum, ctx)
             for value in extras.values():
                 mean_over_ranks(value, ctx)
-            norm = clip_gradients(model, optimizer, cfg.grad_clip)
+            norm, clipped_norm = clip_gradients(model, optimizer, cfg.grad_clip)
             lr = set_learning_rates(optimizer, step, cfg)
             finite = bool(torch.isfinite(loss_accum).item() and torch.isfinite(norm).item())
             if finite:
@@ -174,20 +174,21 @@ def _train_loop(run: Run, ctx: Dist, state: TrainState, metrics: Metrics, checkp
                 torch.cuda.synchronize()
             dt = time.perf_counter() - t0
             metrics.training_step(step, loss_accum.item(), lr, norm.item(), dt, data_time,
-                                  {name: value.item() for name, value in extras.items()})
+                                  {name: value.item() for name, value in extras.items()},
+                                  None if clipped_norm is None else clipped_norm.item())
             state.step += 1
 
 
-def clip_gradients(model, optimizer, max_norm: float) -> torch.Tensor:
+def clip_gradients(model, optimizer, max_norm: float) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Clip the gradients the optimizer clips (every one, unless it says otherwise: Muon's matrices
-    are not) to max_norm (0: none); returns the norm of every gradient, before clipping."""
+    are not) to max_norm (0: none); returns the norm of every gradient before clipping, and where the
+    optimizer clips only some (Muon: AdamW's), the norm of those, the one the clipping compared."""
     clipped = optimizer.clipped_parameters()
     limit = max_norm if max_norm > 0 else math.inf
     if clipped is None:
-        return torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), limit), None
     norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    torch.nn.utils.clip_grad_norm_(clipped, limit)
-    return norm
+    return norm, torch.nn.utils.clip_grad_norm_(clipped, limit)
 
 
 def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | None) -> None:
@@ -203,6 +204,8 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
     metrics.print(f"experiment {run.experiment.name} ({run.preset}): {params}, "
                   f"{batch['processes']} process(es) on {description['environment']['device']}, "
                   f"grad accumulation {batch['grad_accum_steps']}")
+    for warning in run.warnings:
+        metrics.print(f"warning: {warning}")
     metrics.print(f"data: {description['data']}; data fingerprint {description['data_fingerprint']} (of every "
                   f"shard's name, length and first tokens: what resumes and reports compare)")
     if description["environment"]["device"] == "cpu" and description["params"] > 50_000_000:

@@ -64,7 +64,7 @@ def test_a_script_asks_for_cpus_and_memory_by_default_and_one_node_needs_no_srun
     assert result.returncode == 0, result.stderr
     assert "#SBATCH --cpus-per-task=32" in result.stdout and "#SBATCH --mem-per-cpu=8G" in result.stdout
     # one node: torchrun itself, which passes the task's signals to its processes; no srun, no fixed port
-    assert "python -m torch.distributed.run --standalone --nproc_per_node=8 -m gptlab train" in result.stdout
+    assert f"python -m torch.distributed.run --standalone --nproc_per_node=8 {REPO_ROOT / 'train.py'}" in result.stdout
     assert "srun" not in result.stdout and "MASTER_PORT" not in result.stdout
     result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--launcher", "slurm", "--dry-run")
     assert "#SBATCH --cpus-per-task=1" in result.stdout and "--no-launch" in result.stdout  # a CPU run
