@@ -112,6 +112,13 @@ class Attention(nn.Module):
         """Every reason this class cannot be built from config, one sentence each."""
         return []
 
+    @classmethod
+    def rung_fields(cls, own: GPTConfig, rung: GPTConfig) -> dict:
+        """The fields this class reads, for another size of the model: `own` is the experiment's config at its
+        own size, `rung` its shape on a ladder (n_layer, n_embd, n_head; heads of 64). ValueError, in words,
+        where the class has no such size. Nothing here: its sizes follow n_embd and n_head by rule."""
+        return {}
+
     def score_flops(self, seq_len: int) -> int:
         """Forward FLOPs per token of the scores (q.k) and the weighted sum of values, over
         seq_len keys; the projections are counted as the nn.Linear layers they are. By default
@@ -200,6 +207,19 @@ class GQAAttention(BaseAttention):
         return config.n_kv_head
 
     @classmethod
+    def rung_fields(cls, own: GPTConfig, rung: GPTConfig) -> dict:
+        """The group keeps its size (query heads per K/V head): n_kv_head = n_head / group."""
+        if not own.n_kv_head or own.n_head % own.n_kv_head:
+            return {}  # its own config is refused by check_config, which says why
+        group = own.n_head // own.n_kv_head
+        if rung.n_head % group:
+            fits = ", ".join(f"d{n}" for n in range(group, 4 * group + 1, group))
+            raise ValueError(f"GQA with {group} query heads per K/V head (n_kv_head={own.n_kv_head} of {own.n_head}) "
+                             f"needs n_head divisible by {group}, and this rung has {rung.n_head}: rungs such as "
+                             f"{fits} fit, or set model.n_kv_head for another group")
+        return {"n_kv_head": rung.n_head // group}
+
+    @classmethod
     def check_config(cls, config: GPTConfig) -> list[str]:
         if config.n_kv_head < 1 or config.n_head % config.n_kv_head:
             return [f"GQAAttention needs n_kv_head to divide n_head={config.n_head}, got n_kv_head="
@@ -248,6 +268,13 @@ class MLAAttention(Attention):
     @staticmethod
     def rotary_dim(config: GPTConfig) -> int:
         return config.mla_dims()[2]
+
+    @classmethod
+    def rung_fields(cls, own: GPTConfig, rung: GPTConfig) -> dict:
+        """The latents are widths: a rank the experiment sets scales with n_embd (one left at 0 follows the
+        paper's rule from the head size, which heads of 64 keep); the per-head sizes stay."""
+        return {f: max(1, round(getattr(own, f) * rung.n_embd / own.n_embd))
+                for f in ("kv_lora_rank", "q_lora_rank") if getattr(own, f)}
 
     def score_flops(self, seq_len: int) -> int:
         return 2 * seq_len * self.n_head * (self.qk_nope_head_dim + self.qk_rope_head_dim + self.v_head_dim)

@@ -27,6 +27,12 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
+    @classmethod
+    def rung_fields(cls, own: GPTConfig, rung: GPTConfig) -> dict:
+        """For another size on a ladder: a hidden size the experiment sets scales with n_embd (0 follows the rule:
+        4 n_embd, or 8/3 n_embd gated)."""
+        return {"mlp_hidden": max(1, round(own.mlp_hidden * rung.n_embd / own.n_embd))} if own.mlp_hidden else {}
+
     def default_hidden(self, n_embd: int) -> int:
         return round(8 * n_embd / 3) if self.gated else 4 * n_embd
 

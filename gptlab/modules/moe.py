@@ -66,6 +66,12 @@ class MoE(nn.Module):
         self.router = nn.Linear(config.n_embd, config.n_experts, bias=False)
         self.experts = nn.ModuleList(self.expert_class(config) for _ in range(config.n_experts))
 
+    @classmethod
+    def rung_fields(cls, own: GPTConfig, rung: GPTConfig) -> dict:
+        """For another size on a ladder: the experts keep their number and routing; an expert's hidden size the
+        experiment sets scales with n_embd, as an MLP's does."""
+        return MLP.rung_fields.__func__(cls, own, rung)
+
     def capacity(self, n_tokens: int) -> int | None:
         """Assignments an expert takes in a training step of n_tokens; None: no limit."""
         if not self.training or self.capacity_factor == 0:

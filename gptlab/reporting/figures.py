@@ -278,3 +278,88 @@ def _zoom_to_tail(ax, after: float) -> None:
         # from the first step drawn there, not from a fraction of a step (4.8)
         first = min((x for line in lines for x in line.get_xdata() if x >= last * after), default=last * after)
         ax.set_xlim(first - 0.02 * last, last * 1.02)
+
+
+def ladder_figures(ladder, out: Path, suffix: str = "") -> list[Path]:
+    """A ladder's two figures: loss against compute (each experiment's rungs with their seeds' range, and the
+    baseline's fitted law, dashed beyond its rungs), and each variant's worth in the baseline's compute against
+    compute (its interval, the line at 1 and the trend)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from gptlab.reporting.scaling import LEVEL, VERBS
+    names = list(dict.fromkeys([ladder.baseline] + [p.experiment for p in ladder.points]))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for i, name in enumerate(names):
+        mine = sorted((p for p in ladder.points if p.experiment == name), key=lambda p: p.compute)
+        c, y = [p.compute for p in mine], [p.loss for p in mine]
+        low = [p.loss - min(p.losses) for p in mine]
+        high = [max(p.losses) - p.loss for p in mine]
+        ax.errorbar(c, y, yerr=[low, high], fmt="o", color=f"C{i}", capsize=3, label=f"{name} (seeds: min to max)")
+        for p in mine:
+            ax.annotate(p.rung, (p.compute, p.loss), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=f"C{i}")
+    base = [p.compute for p in ladder.points if p.experiment == ladder.baseline]
+    inside = np.geomspace(min(base), max(base), 100)
+    law = ladder.law
+    ax.plot(inside, law.loss(inside), "-", color="C0", linewidth=1,
+            label=f"{ladder.baseline}'s law: {law.l_inf:.3g} + {np.exp(law.log_a):.3g} (C/{law.c0:.2g})^-{law.alpha:.3g}")
+    for lo, hi in ((min(base) / 4, min(base)), (max(base), max(base) * 4)):
+        span = np.geomspace(lo, hi, 30)
+        ax.plot(span, law.loss(span), "--", color="C0", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_numbers(ax)
+    ax.set(xlabel="compute (training FLOPs)", ylabel="final validation loss",
+           title="loss against compute: points are each experiment's rungs; the line is the baseline's law "
+                 "(dashed: extrapolated)")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    first = out / f"ladder_loss{suffix}.png"
+    fig.savefig(first, dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    for i, name in enumerate(names[1:], start=1):
+        mine = sorted((w for w in ladder.worth if w.experiment == name), key=lambda w: w.compute)
+        c = [w.compute for w in mine]
+        m = [w.multiplier if np.isfinite(w.multiplier) else np.nan for w in mine]
+        err = [[max(0.0, w.multiplier - w.interval[0]) if np.isfinite(w.multiplier) else 0 for w in mine],
+               [max(0.0, w.interval[1] - w.multiplier) if np.isfinite(w.interval[1]) and np.isfinite(w.multiplier)
+                else 0 for w in mine]]
+        ax.errorbar(c, m, yerr=err, fmt="o", color=f"C{i}", capsize=4, label=f"{name} ({LEVEL:.0%} intervals)")
+        for w in mine:
+            ax.annotate(w.rung, (w.compute, w.multiplier), textcoords="offset points", xytext=(4, 4), fontsize=7,
+                        color=f"C{i}")
+        trend = next((t for t in ladder.trends if t.experiment == name), None)
+        if trend is not None and all(np.isfinite(m)):
+            x = np.log(c)
+            intercept = np.mean(np.log(m) - trend.slope * x)
+            span = np.geomspace(min(c), max(c), 50)
+            ax.plot(span, np.exp(intercept + trend.slope * np.log(span)), "-", color=f"C{i}", linewidth=1,
+                    alpha=0.7, label=f"{name}'s trend: it {VERBS[trend.word]}")
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _plain_numbers(ax)
+    ax.set(xlabel="compute (training FLOPs)", ylabel="worth in the baseline's compute (x)",
+           title="each variant's worth in the baseline's compute: above 1, worth more compute than it cost")
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    second = out / f"ladder_worth{suffix}.png"
+    fig.savefig(second, dpi=110)
+    plt.close(fig)
+    return [first, second]
+
+
+def _plain_numbers(ax) -> None:
+    """A log axis of losses or multipliers reads as numbers (7.1, 1.25), not powers of ten."""
+    from matplotlib.ticker import FormatStrFormatter
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%.3g"))
+    ax.yaxis.set_minor_formatter(FormatStrFormatter("%.3g"))
+    ax.tick_params(axis="y", which="minor", labelsize=7)

@@ -112,6 +112,7 @@ class Table:
     fits: dict[str, LRFit] = field(default_factory=dict)  # the learning-rate sweep's fits
     study: bool = False
     notes: list[str] = field(default_factory=list)  # what the table leaves out, and why
+    ladder: dict = field(default_factory=dict)  # the ladder rung this table is (its study record's "ladder")
     family: dict[str, int] = field(default_factory=dict)  # per metric, Holm's family where it spans several tables
 
 
@@ -220,7 +221,7 @@ def _table(runs: list[dict], baseline: str | None, kind: str = "", fits: dict | 
             row.lr_multiplier = _multiplier(row.runs[0])
         rows.append(row)
     table = Table(_title(runs, study, kind), base, rows, _is_recipe(runs), kind=kind, spread=_spread(runs),
-                  fits=fits or {}, study=bool(study))
+                  fits=fits or {}, study=bool(study), ladder=study.get("ladder") or {})
     wanted = baseline or _stem(study.get("baseline"))
     if wanted and wanted != base_name:
         table.notes.append(f"The baseline {wanted} has no run in this table: its rows are compared with {base_name}.")
@@ -753,8 +754,62 @@ def planned_but_absent(paths: list[Path], records: list[dict]) -> list[str]:
     return absent
 
 
+def ladder_sections(tables: list[Table], law: dict | None = None) -> list[tuple[str, list[str], object]]:
+    """Each ladder among the tables: (its root, its section's lines, the analysis or None where it cannot be
+    fitted yet). A rung's experiments are read from its table at each experiment's tuned rate where it has one.
+    `law`: L_inf and/or alpha pinned (over the study's own LAW)."""
+    from gptlab.reporting.scaling import FitError, Point, analyse, ladder_lines
+    from gptlab.reporting.scope import recipe_cost, toy
+    from gptlab.study.rungs import LADDER_LR_WORDS
+    by_root: dict[str, dict[str, Table]] = {}
+    for table in tables:
+        if table.ladder:
+            rungs = by_root.setdefault(table.ladder["root"], {})
+            if table.kind == "tuned" or table.ladder["rung"] not in rungs:
+                rungs[table.ladder["rung"]] = table
+    sections = []
+    for root, rungs in by_root.items():
+        info = next(iter(rungs.values())).ladder
+        points = []
+        for rung, table in rungs.items():
+            for row in table.rows:
+                runs = row.complete
+                if not runs or not row.values("val_loss"):
+                    continue
+                compute = statistics.fmean(r["flops_per_token"] * r["tokens"] for r in runs)
+                rates = [r["flops_per_token"] * r["tok_per_sec"] for r in runs if r.get("tok_per_sec")]
+                device = runs[0].get("device") or ""
+                device += f" ({runs[0]['cpu']})" if device == "cpu" and runs[0].get("cpu") else ""
+                points.append(Point(rung, row.name, row.values("val_loss"), compute,
+                                    statistics.fmean(rates) if rates else None, device))
+        baseline = next(iter(rungs.values())).rows[0].name
+        largest = max((r for t in rungs.values() for r in t.rows[0].complete), key=lambda r: r["tokens"] or 0,
+                      default=None)
+        note = ""
+        if largest and toy(largest.get("params_non_embedding") or 0, largest.get("tokens") or 0):
+            note = ("A toy ladder: its largest rung is "
+                    f"{(largest.get('params_non_embedding') or 0) / 1e6:.3g}M non-embedding parameters on "
+                    f"{(largest.get('tokens') or 0) / 1e6:.3g}M tokens. It shows the method (the law, each variant's "
+                    f"worth and its interval, the trend) on real runs; its numbers do not predict GPT-2's scale, "
+                    f"where a variant's worth is measured on rungs near it (docs/ladders.md gives that ladder's cost).")
+        cost = recipe_cost()
+        pinned = {**(info.get("law") or {}), **(law or {})}
+        try:
+            ladder = analyse(points, baseline, l_inf=pinned.get("l_inf"), alpha=pinned.get("alpha"),
+                             target=("GPT-2 124M on 10B tokens", cost["flops"]))
+            lines = ladder_lines(ladder, info["rungs"], LADDER_LR_WORDS.get(info["lr"]["mode"], ""), note)
+        except FitError as e:
+            ladder, lines = None, [f"### Does it hold at scale? {len(rungs)} of {len(info['rungs'])} rungs", "",
+                                   f"No law yet: {e}."]
+        missing = [r for r in info["rungs"] if r not in rungs]
+        if missing:
+            lines.append(f"Rungs with no complete run yet: {', '.join(missing)} (the same study command trains them).")
+        sections.append((root, lines, ladder))
+    return sections
+
+
 def write_report(paths: list[Path], out: Path, baseline: str | None = None, figures: bool = True,
-                 detect: float | None = None) -> str:
+                 detect: float | None = None, law: dict | None = None) -> str:
     """Find, compare, print-ready Markdown; writes report.md/.csv/.json (and the figures) into out."""
     paths = [Path(p).resolve() for p in paths]  # what is printed names files absolutely
     unreadable = []
@@ -770,6 +825,9 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None, figu
                                 (f": {len(unreadable)} director{'y holds' if len(unreadable) == 1 else 'ies hold'} "
                                  "a run.json or log.txt that is not a run's" if unreadable else ""))
     text = markdown(tables)
+    ladders = ladder_sections(tables, law)
+    for _, lines, _ in ladders:
+        text += "\n" + "\n".join(lines) + "\n"
     absent = planned_but_absent(paths, records)
     if absent:
         text += ("\nPlanned by the study but with no run record (not started yet, or its directory was deleted; "
@@ -782,13 +840,16 @@ def write_report(paths: list[Path], out: Path, baseline: str | None = None, figu
     atomic_write_text(out / "report.json", json.dumps(as_json(tables), indent=1, default=str) + "\n")
     written = [out / "report.md", out / "report.csv", out / "report.json"]
     if figures:
-        from gptlab.reporting.figures import study_figures
+        from gptlab.reporting.figures import ladder_figures, study_figures
         groups = sum(t.kind != "tuned" for t in tables)
         index = 0
         for table in tables:
             index += table.kind != "tuned"
-            suffix = ("" if groups == 1 else f"_{index}") + ("_tuned" if table.kind == "tuned" else "")
-            written += study_figures(table, out, suffix)
+            name = f"_{table.ladder['rung']}" if table.ladder else "" if groups == 1 else f"_{index}"
+            written += study_figures(table, out, name + ("_tuned" if table.kind == "tuned" else ""))
+        for root, _, ladder in ladders:
+            if ladder is not None:
+                written += ladder_figures(ladder, out, "" if len(ladders) == 1 else f"_{Path(root).name}")
     return text + "\nwrote " + ", ".join(str(p) for p in written)
 
 
@@ -800,10 +861,23 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="the experiment to compare with (default: the study's, or 'baseline')")
     p.add_argument("--out", type=Path, help="where report.md/.csv/.json and the figures go (default: the first DIR)")
     p.add_argument("--no-figures", action="store_true", help="the table only (figures need matplotlib)")
+    p.add_argument("--law", nargs="+", metavar="KEY=VALUE", type=law_item,
+                   help="a ladder's law L(C) = L_inf + A C^-alpha with l_inf and/or alpha pinned (over the study's "
+                        "LAW), e.g. --law l_inf=0")
     p.add_argument("--detect", type=float, metavar="DELTA",
                    help="how many seeds per arm would detect a val-loss difference of DELTA (80%% power, Holm's "
                         "strictest alpha), from each table's seed-to-seed spread")
     return p
+
+
+def law_item(text: str) -> tuple[str, float]:
+    key, eq, value = text.partition("=")
+    try:
+        if key in ("l_inf", "alpha") and eq:
+            return key, float(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{text!r}: give l_inf=VALUE or alpha=VALUE (the law's floor or exponent)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -823,7 +897,8 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        print(write_report(dirs, args.out or dirs[0], args.baseline, figures=not args.no_figures, detect=args.detect))
+        print(write_report(dirs, args.out or dirs[0], args.baseline, figures=not args.no_figures, detect=args.detect,
+                           law=dict(args.law or [])))
     except FileNotFoundError as e:
         print(f"error: {e}; train some first (gptlab study ..., or python train.py ...)", file=sys.stderr)
         return 2

@@ -55,11 +55,11 @@ def scale_notes(table, short: bool = False) -> list[str]:
     share = 1 - non_embedding / params if params else 0
     size = (f"a {model.get('n_layer')}-layer, {model.get('n_embd')}-wide model of {_count(params)} parameters "
             f"({share:.0%} of them embeddings), trained on {_count(tokens)} tokens{loss}")
-    toy = non_embedding < TOY_NON_EMBEDDING_PARAMS or tokens < TOY_TOKENS
+    toy_size = toy(non_embedding, tokens)
     if short:
         return [f"Scale: {size}" + (": a check of the pipeline, not a verdict at GPT-2 124M's scale (the report says "
-                                    "what one costs)" if toy else "")]
-    if not toy:
+                                    "what one costs)" if toy_size else "")]
+    if not toy_size:
         return [f"Scale: the baseline is {size}. The verdicts hold for this model at this budget; whether they hold "
                 f"as the model grows is what a ladder of sizes answers (docs/ladders.md)."]
     cost = recipe_cost()
@@ -69,6 +69,11 @@ def scale_notes(table, short: bool = False) -> list[str]:
             f"{cost['gpu_hours']:.1f} GPU hours a run at {cost['mfu']:.0%} MFU on an {cost['gpu']} "
             f"({cost['flops']:.2g} FLOPs), times experiments x seeds; or a ladder of sizes fitted to a scaling law "
             f"(docs/ladders.md)."]
+
+
+def toy(non_embedding: int, tokens: int) -> bool:
+    """A model and budget this small check the pipeline; they say nothing of GPT-2's scale."""
+    return non_embedding < TOY_NON_EMBEDDING_PARAMS or tokens < TOY_TOKENS
 
 
 def _count(n: float) -> str:

@@ -13,8 +13,10 @@ import sys
 from gptlab.core.config import ConfigError
 from gptlab.files import DirectoryLock
 from gptlab.core.experiment import ExperimentError
-from gptlab.study.plan import Study, StudyError, load_study, plan, plan_tuned
+from gptlab.study.plan import Study, StudyError, load_study, plan
+from gptlab.study.rungs import Budget, RungError
 from gptlab.study.slurm import SlurmError, SlurmOptions, submit
+from gptlab.study.tuning import tuned_runs
 from gptlab.training.presets import PRESETS
 
 EPILOG = """\
@@ -56,7 +58,21 @@ def parser() -> argparse.ArgumentParser:
                    help="SLURM settings of every task: partition, account, qos, time, nodes, gpus_per_node, "
                         "cpus_per_task, mem, max_parallel, signal_seconds, preemption_retries, failure_retries, "
                         "sbatch (an extra #SBATCH line; repeatable), setup (a shell line run first; repeatable), python")
-    p.add_argument("--dry-run", action="store_true", help="with --launcher slurm: print the sbatch script, submit nothing")
+    p.add_argument("--ladder", metavar="dN,dN,...",
+                   help="climb a ladder of sizes: dN is depth N, width 64 N, heads of 64 (d12 is GPT-2 124M); each "
+                        "rung is a study of its own in <out>/dN, and the report fits the baseline's loss against compute "
+                        "and says what each variant is worth in compute")
+    p.add_argument("--budget", nargs="+", action="extend", metavar="KEY=VALUE",
+                   help="a ladder's tokens at each rung: rule=tokens_per_param (the default), flops (every experiment "
+                        "the baseline's FLOPs: isoFLOP) or tokens (the baseline's tokens); tokens_per_param=20 "
+                        "(Chinchilla's); params=non_embedding (the default) or all")
+    p.add_argument("--ladder-lr", choices=["shared", "sweep", "transfer"],
+                   help="a ladder's learning rate at each rung: shared (the preset's, the default; said as a caveat), "
+                        "sweep (--lr-sweep at every rung) or transfer (--lr-sweep at the smallest rung, its choice at "
+                        "the others)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the plan (a ladder's parameters, tokens, FLOPs and cost; with --launcher slurm the "
+                        "sbatch script) and train nothing")
     p.add_argument("overrides", nargs="*", metavar="model.FIELD=VALUE|train.FIELD=VALUE")
     return p
 
@@ -75,16 +91,26 @@ def multipliers(text: str) -> list[float]:
 
 def resolve_study(args: argparse.Namespace) -> Study:
     flags = {"experiments": args.experiments, "seeds": args.seeds, "preset": args.preset, "baseline": args.baseline,
-             "out": args.out, "allow_unfair": args.allow_unfair, "lr_sweep": args.lr_sweep, "launcher": args.launcher}
+             "out": args.out, "allow_unfair": args.allow_unfair, "lr_sweep": args.lr_sweep, "launcher": args.launcher,
+             "ladder": args.ladder, "ladder_lr": args.ladder_lr}
     flags = {k: v for k, v in flags.items() if v is not None}
+    budget = budget_items(args.budget)  # the --budget settings given, typed; a study file's others kept
     if args.study:
         study = load_study(args.study)
         values = {**study.definition(), "out": study.out, "launcher": study.launcher, "slurm": study.slurm, **flags}
         values["overrides"] = study.overrides + args.overrides
+        values["budget"] = {**study.budget, **budget}
         return Study(**values)
     if not args.experiments:
         raise StudyError("name a study file (gptlab study quick) or the experiments (--experiments baseline rope)")
-    return Study(overrides=args.overrides, **flags)
+    return Study(overrides=args.overrides, budget=budget, **flags)
+
+
+def budget_items(items: list[str] | None) -> dict:
+    """--budget rule=flops tokens_per_param=20 -> {"rule": "flops", "tokens_per_param": 20.0}, checked."""
+    given = [str(i).partition("=")[0] for i in items or []]
+    parsed = Budget.parse(items or [])
+    return {k: getattr(parsed, k) for k in given}
 
 
 def devices(parallel: bool) -> list[int | None]:
@@ -115,11 +141,11 @@ def main(argv: list[str] | None = None) -> int:
             if study.launcher == "slurm" or args.slurm else None
         if options is not None and study.launcher != "slurm":
             raise StudyError("--slurm sets how the runs are submitted to SLURM: give --launcher slurm too")
-        if args.dry_run and study.launcher != "slurm":
-            raise StudyError("--dry-run prints the sbatch script of --launcher slurm; a local study has none")
+        if study.ladder:
+            return ladder_main(study, args, options)
         runs = plan(study)
         slots = devices(args.parallel) if study.launcher == "local" else [None]
-    except (StudyError, ExperimentError, ConfigError, SlurmError) as e:
+    except (StudyError, ExperimentError, ConfigError, SlurmError, RungError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     points = sorted({*study.lr_sweep, 1.0})
@@ -140,6 +166,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  warning ({name}): {warning}")
     if study.launcher == "slurm":
         return submit_study(study, runs, options, args.dry_run)
+    if args.dry_run:
+        for r in runs:
+            print(f"  {r.label}: {r.log_dir}")
+        print(f"--dry-run: nothing was trained; {len(runs)} run(s) would be"
+              + (", then each experiment's seeds at its tuned rate" if study.lr_sweep else ""))
+        return 0
     lock = DirectoryLock(study.root)
     try:
         study.root.mkdir(parents=True, exist_ok=True)
@@ -171,6 +203,49 @@ def main(argv: list[str] | None = None) -> int:
     from gptlab.reporting.report import write_report
     try:
         print(write_report([r.log_dir for r in runs], study.root, study.baseline))
+    except FileNotFoundError:
+        print("no run completed: no report")
+    except ModuleNotFoundError as e:
+        print(f"the figures need {e.name} (pip install -e \".[plot]\"); the table is in {study.root / 'report.md'}")
+    return code
+
+
+def ladder_main(study: Study, args: argparse.Namespace, options: SlurmOptions | None) -> int:
+    """A study that climbs a ladder: its plan and cost said first, then each rung trained (or submitted) as a
+    study of its own, smallest first; the report of the whole ladder at the end."""
+    from gptlab.study.ladder import check_ladder, cpu_flops, plan_text, run_ladder
+    plans = check_ladder(study)
+    print(f"{'study' if study.name == 'study' else f'study {study.name}'}: {len(study.experiments)} experiment(s) x "
+          f"{study.seeds} seed(s), baseline {study.baseline}, in {study.root}")
+    print(plan_text(study, plans, cpu_flops() if study.launcher == "local" else None))
+    if study.launcher == "slurm":
+        code = 0
+        for rung_plan in plans:
+            if rung_plan.study is None:
+                print(f"{rung_plan.rung.name}: submitted by the same command once {plans[0].rung.name}'s sweep is done")
+                continue
+            print(f"rung {rung_plan.rung.name}:")
+            code = max(code, submit_study(rung_plan.study, plan(rung_plan.study), options, args.dry_run))
+        return code
+    if args.dry_run:
+        print("--dry-run: nothing was trained")
+        return 0
+    slots = devices(args.parallel)
+    lock = DirectoryLock(study.root)
+    study.root.mkdir(parents=True, exist_ok=True)
+    if not lock.acquire():
+        print(f"error: {study.root} is in use by another study (pid {lock.holder()}); wait for it, or give this one "
+              f"its own --out. Nothing was trained", file=sys.stderr)
+        return 2
+    try:
+        code, _ = run_ladder(study, plans, slots, verbose=args.verbose)
+    finally:
+        lock.release()
+    if code == 3:
+        return code
+    from gptlab.reporting.report import write_report
+    try:
+        print(write_report([study.root], study.root, study.baseline))
     except FileNotFoundError:
         print("no run completed: no report")
     except ModuleNotFoundError as e:
@@ -212,39 +287,6 @@ def submit_study(study: Study, runs: list, options: SlurmOptions, dry_run: bool)
     finally:
         lock.release()
     return 0
-
-
-def tuned_runs(study: Study, runs: list, quiet_missing: bool = False) -> list:
-    """After the sweep: each experiment's fitted learning rate, said, and the runs of its seeds
-    there (not the sweep's own: see plan_tuned) that are not planned already. An experiment whose
-    sweep is missing a point waits for the same command to retry it."""
-    from gptlab.optim import optimizer_class
-    from gptlab.reporting.lr_sweep import sweep_fits
-    from gptlab.training.record import read_record
-    records = [r for r in (read_record(p.log_dir) for p in runs) if r]  # the other seeds: the seed-to-seed spread
-    fits = sweep_fits(records)
-    chosen = {}
-    for name in study.experiments:
-        fit = fits.get(load_name(runs, name))
-        if fit is None or not fit.complete:
-            if not quiet_missing:
-                missing = ", ".join(f"x{m:g}" for m in (fit.missing if fit else study.lr_sweep))
-                print(f"  {name}: the sweep is missing {missing}; its seeds at a tuned rate wait for the same command "
-                      f"to retry it")
-            continue
-        chosen[name] = fit.chosen
-        found = f"fitted optimum x{fit.optimum:.3g}" if fit.optimum else fit.flag
-        own = next(r.run for r in runs if r.experiment == name and r.lr_multiplier == 1)
-        rates = ", ".join(f"{f} {getattr(own.train_config, f) * fit.chosen:.3g}"
-                          for f in optimizer_class(own.experiment.optimizer_class).lr_fields)
-        print(f"  {name}: {found}; its seeds train at x{fit.chosen:g} ({rates})")
-    planned = {r.log_dir for r in runs}  # where the tuned rate is 1, the shared seeds are already planned
-    return [r for r in plan_tuned(study, chosen) if r.log_dir not in planned]
-
-
-def load_name(runs: list, name: str) -> str:
-    """The experiment's name in its runs' records (a path given to the study is recorded by its stem)."""
-    return next(r.run.experiment.name for r in runs if r.experiment == name)
 
 
 def _short(value) -> str:

@@ -25,6 +25,7 @@ from gptlab.core.config import ConfigError, GPTConfig, TrainingConfig
 from gptlab.core.experiment import ExperimentError, recorded_classes
 from gptlab.optim import optimizer_class
 from gptlab.paths import LOG_ROOT, STUDIES_DIR, missing
+from gptlab.study.rungs import LADDER_LR, Budget, RungError, parse_rungs
 from gptlab.training.planning import plan_run, seed_dir_name
 from gptlab.training.presets import PRESETS
 from gptlab.training.run import Run, TrainingError
@@ -58,6 +59,15 @@ class Study:
     launcher: str = "local"  # where the runs train: "local" (this machine) or "slurm" (a job array)
     slurm: dict = field(default_factory=dict)  # the SLURM settings (gptlab.study.slurm.SlurmOptions' fields)
     name: str = "study"
+    # a ladder of model sizes (gptlab.study.rungs): its rungs, budget and how each rung's learning rate is chosen
+    ladder: list = field(default_factory=list)  # "d2,d4,d6" or rungs: ["d2", {"name": ..., "n_layer": ...}, ...]
+    budget: dict = field(default_factory=dict)  # Budget's fields: rule, tokens_per_param, params
+    ladder_lr: str = "shared"  # "shared", "sweep" (every rung) or "transfer" (the smallest rung's, to the others)
+    law: dict = field(default_factory=dict)  # the baseline's law with L_inf and/or alpha pinned: {"l_inf": 0.0}
+    # set by the ladder for one rung's study (not settings a user writes):
+    experiment_overrides: dict = field(default_factory=dict)  # {experiment: [overrides]}: its shape, its budget
+    budget_fields: list = field(default_factory=list)  # training fields the budget sets per experiment (isoFLOP)
+    ladder_record: dict = field(default_factory=dict)  # what each run's record keeps of the ladder
 
     def __post_init__(self) -> None:
         problems = []
@@ -87,6 +97,27 @@ class Study:
                     problems.append("lr_sweep: " + "; ".join(" and ".join(repr(m) for m in ms) for ms in same) +
                                     " are one multiplier at 6 significant digits (and one directory, lr" +
                                     f"{same[0][0]:g}); give multipliers that differ sooner")
+        if self.ladder or self.budget or self.ladder_lr != "shared" or self.law:
+            if isinstance(self.ladder, str):  # the command line's "d2,d4,d6"
+                self.ladder = [r.strip() for r in self.ladder.split(",") if r.strip()]
+            try:
+                if self.ladder:
+                    parse_rungs(self.ladder)
+                Budget.parse(self.budget)
+            except RungError as e:
+                problems.append(str(e))
+            if not self.ladder:
+                problems.append("budget and ladder_lr set how a ladder of sizes trains: give the ladder too "
+                                "(--ladder d2,d4,d6)")
+            if not isinstance(self.law, dict) or any(k not in ("l_inf", "alpha") or not isinstance(v, (int, float))
+                                                     or isinstance(v, bool) for k, v in self.law.items()):
+                problems.append(f"law={self.law!r}: give the parameters pinned, e.g. {{'l_inf': 0.0}} or "
+                                f"{{'alpha': 0.3}} (L_inf and alpha of L(C) = L_inf + A C^-alpha)")
+            if self.ladder_lr not in LADDER_LR:
+                problems.append(f"ladder_lr={self.ladder_lr!r} must be one of {', '.join(LADDER_LR)}")
+            elif self.ladder_lr != "shared" and not self.lr_sweep:
+                problems.append(f"ladder_lr={self.ladder_lr!r} sweeps the learning rate: give the grid too (--lr-sweep "
+                                f"0.5,0.71,1,1.41,2)")
         if self.launcher not in ("local", "slurm"):
             problems.append(f"launcher={self.launcher!r} must be 'local' or 'slurm'")
         if not isinstance(self.slurm, dict):
@@ -114,15 +145,21 @@ class Study:
 
     def definition(self) -> dict:
         """What study.json records of it."""
-        return {"name": self.name, "experiments": self.experiments, "seeds": self.seeds, "preset": self.preset,
-                "overrides": self.overrides, "baseline": self.baseline, "allow_unfair": self.allow_unfair,
-                "lr_sweep": self.lr_sweep}
+        out = {"name": self.name, "experiments": self.experiments, "seeds": self.seeds, "preset": self.preset,
+               "overrides": self.overrides, "baseline": self.baseline, "allow_unfair": self.allow_unfair,
+               "lr_sweep": self.lr_sweep}
+        if self.ladder:
+            out.update(ladder=self.ladder, budget=self.budget, ladder_lr=self.ladder_lr, law=self.law)
+        if self.experiment_overrides:
+            out["experiment_overrides"] = self.experiment_overrides
+        return out
 
 
 # the settings of a study file, and the Study field each sets
 FILE_SETTINGS = {"EXPERIMENTS": "experiments", "SEEDS": "seeds", "PRESET": "preset", "OVERRIDES": "overrides",
                  "BASELINE": "baseline", "OUT": "out", "ALLOW_UNFAIR": "allow_unfair", "LR_SWEEP": "lr_sweep",
-                 "LAUNCHER": "launcher", "SLURM": "slurm"}
+                 "LAUNCHER": "launcher", "SLURM": "slurm", "LADDER": "ladder", "BUDGET": "budget",
+                 "LADDER_LR": "ladder_lr", "LAW": "law"}
 
 
 def available_studies() -> list[str]:
@@ -190,10 +227,13 @@ class PlannedRun:
 
     def record(self, study: Study) -> dict:
         """What the run's record keeps of the study (its `study` key): the report reads it."""
-        return {"name": study.name, "baseline": study.baseline, "experiments": study.experiments,
-                "differs": self.differs, "unfair": self.unfair,
-                "run": self.log_dir.relative_to(study.root).as_posix(), "lr_multiplier": self.lr_multiplier,
-                "lr_sweep": study.lr_sweep, "first_seed": self.first_seed}
+        record = {"name": study.name, "baseline": study.baseline, "experiments": study.experiments,
+                  "differs": self.differs, "unfair": self.unfair,
+                  "run": self.log_dir.relative_to(study.root).as_posix(), "lr_multiplier": self.lr_multiplier,
+                  "lr_sweep": study.lr_sweep, "first_seed": self.first_seed}
+        if study.ladder_record:
+            record["ladder"] = {**study.ladder_record, "budget_fields": study.budget_fields}
+        return record
 
 
 def lr_dir_name(multiplier: float) -> str:
@@ -244,7 +284,7 @@ def _seeds(study: Study, first: dict[str, Run]) -> list[int]:
 
 def _planned(study: Study, first: dict[str, Run], name: str, seed: int, multiplier: float) -> PlannedRun:
     base, own = first[study.baseline], first[name]
-    overrides = list(study.overrides)
+    overrides = [*study.overrides, *study.experiment_overrides.get(name, [])]
     where = study.root / own.experiment.name
     if multiplier != 1.0:  # each of the experiment's optimizer's learning rates, by the same factor
         overrides += [f"train.{f}={getattr(own.train_config, f) * multiplier!r}"
@@ -262,7 +302,8 @@ def _check(study: Study, quiet: bool = False) -> dict[str, Run]:
     first = {}
     for name in study.experiments:
         try:
-            first[name] = plan_run(name, study.preset, study.overrides, quiet=quiet)
+            first[name] = plan_run(name, study.preset, [*study.overrides, *study.experiment_overrides.get(name, [])],
+                                   quiet=quiet)
         except (ExperimentError, ConfigError, ValueError, TrainingError) as e:
             raise StudyError(f"experiment {name!r} of study {study.name} cannot run: {e}"
                              + ("\n(a study's overrides apply to every run: a setting one experiment's optimizer needs "
@@ -275,7 +316,7 @@ def _check(study: Study, quiet: bool = False) -> dict[str, Run]:
         raise StudyError("two experiments of the study have one name, so their runs would share a directory: " +
                          "; ".join(" and ".join(names) for names in clashes) + "; rename one of the files")
     base = first[study.baseline]
-    unfair = {name: unfair_fields(run, base) for name, run in first.items()}
+    unfair = {name: [f for f in unfair_fields(run, base) if f not in study.budget_fields] for name, run in first.items()}
     refused = {name: fields for name, fields in unfair.items() if fields}
     if refused and not study.allow_unfair:
         lines = [f"{first[name].experiment.name} changes " + ", ".join(f"train.{f} ({getattr(base.train_config, f)!r} -> "

@@ -93,9 +93,10 @@ class StudyRunner:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if self.stopping and self.stopping != FULL_DISK:
+            root = self.study.ladder_record.get("root", self.study.root)  # a ladder's rung: the whole ladder's
             print(f"study stopped by {self.stopping}; the same command continues it from each run's newest checkpoint. "
-                  f"The results so far: gptlab report {self.study.root} (complete runs compared, the others listed); "
-                  f"every run's state: gptlab status {self.study.root}")
+                  f"The results so far: gptlab report {root} (complete runs compared, the others listed); "
+                  f"every run's state: gptlab status {root}")
             return PREEMPTED_EXIT
         if self.failed:
             print(f"{len(self.failed)} run(s) did not complete: {', '.join(self.failed)}; see each console.txt. "

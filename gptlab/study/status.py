@@ -113,7 +113,25 @@ def _last_lines(path: Path, lines: int = 3) -> str:
 
 def status(root: Path) -> tuple[list[dict], str]:
     """Every run's status, and notes: SLURM's manifest damaged (the runs' own files are shown), or squeue
-    unreachable (SLURM states unknown)."""
+    unreachable (SLURM states unknown). A ladder's root: every rung's runs, each row naming its rung."""
+    try:
+        ladder = json.loads((Path(root) / "ladder.json").read_text(encoding="utf-8"))
+        rungs = [(r["name"], Path(root) / r["dir"]) for r in ladder["rungs"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        rungs = None
+    if rungs:
+        rows, notes = [], []
+        for name, where in rungs:
+            if where.is_dir():
+                found, note = status(where)
+                rows += [{**r, "rung": name} for r in found]
+                notes += [note] if note else []
+            else:
+                rows.append({"rung": name, "experiment": "-", "seed": None, "lr_multiplier": 1.0, "state": "not started",
+                             "job": None, "step": None, "max_steps": None, "val_loss": None, "tok_per_sec": None,
+                             "log_moved_seconds": None, "why": None, "log_dir": str(where), "preemptions": 0,
+                             "failures": 0, "warnings": []})
+        return rows, "\n".join(dict.fromkeys(notes))
     runs = study_runs(root)
     notes = []
     try:
@@ -139,7 +157,8 @@ def format_status(rows: list[dict], note: str = "") -> str:
     head = ["experiment", "seed", "state", "job", "step", "val loss", "tok/s", "log moved"]
     table = [head]
     for r in rows:
-        label = r["experiment"] + (f" x{r['lr_multiplier']:g}" if r.get("lr_multiplier", 1.0) != 1.0 else "")
+        label = (f"{r['rung']} " if r.get("rung") else "") + r["experiment"] + (
+            f" x{r['lr_multiplier']:g}" if r.get("lr_multiplier", 1.0) != 1.0 else "")
         state = r["state"] + (f" ({r['preemptions']} preemption(s))" if r["preemptions"] and r["state"] != "failed"
                               else "")
         table.append([label, str(r["seed"] if r["seed"] is not None else "-"), state, r["job"] or "-",

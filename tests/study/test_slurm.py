@@ -159,9 +159,10 @@ def test_a_damaged_manifest_is_said_and_the_runs_own_files_still_shown(tmp_path,
     assert "warning: " in out.stdout and "manifest.json" in out.stdout and "their SLURM jobs are unknown" in out.stdout
 
 
-def test_slurm_flags_need_the_slurm_launcher(tmp_path):
-    result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--dry-run")
-    assert result.returncode == 2 and "--dry-run prints the sbatch script of --launcher slurm" in result.stderr
+def test_slurm_flags_need_the_slurm_launcher_and_a_local_dry_run_plans_only(tmp_path):
+    result = study("--experiments", "baseline", "rope", "--out", str(tmp_path / "x"), *TINY, "--dry-run")
+    assert result.returncode == 0 and "--dry-run: nothing was trained; 2 run(s) would be" in result.stdout
+    assert "rope seed1337: " in result.stdout and not (tmp_path / "x").exists()
     result = study("--experiments", "baseline", "--out", str(tmp_path), *TINY, "--slurm", "nodes=2")
     assert result.returncode == 2 and "give --launcher slurm too" in result.stderr
 
