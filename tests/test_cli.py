@@ -12,7 +12,8 @@ import pytest
 from gptlab.cli import COMMANDS, main, usage
 from gptlab.paths import REPO_ROOT
 
-ORDER = ["train", "study", "status", "report", "plot", "bench", "eval-lengths", "export", "prepare", "generate", "check"]
+ORDER = ["train", "study", "status", "report", "plot", "bench", "eval-lengths", "export", "prepare", "generate", "check",
+         "coordcheck"]
 
 # Each command's option strings, and the names of its positional arguments (no dashes), -h and
 # --help left out. A flag added or removed fails test_the_flags_of_every_command_are_frozen: a
@@ -37,6 +38,7 @@ FROZEN = {
     "generate": {"--device", "--ignore-eot", "--max-new-tokens", "--num-samples", "--prompt", "--seed",
                  "--temperature", "--top-k", "source"},
     "check": {"experiment", "overrides"},
+    "coordcheck": {"--lr", "--out", "--parametrization", "--steps", "--transfer", "--widths", "experiment"},
 }
 
 

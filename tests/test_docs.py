@@ -502,7 +502,7 @@ def optional_dependencies() -> str:
 CHECKS = {"train": check_train, "study": check_study, "check": check_check, "gptlab": check_gptlab,
           "module": check_module, "script": check_script, "bash": check_bash, "torchrun": check_torchrun,
           **{name: check_subcommand for name in ("report", "status", "plot", "bench", "eval-lengths", "export",
-                                                  "prepare", "generate")},
+                                                  "prepare", "generate", "coordcheck")},
           **{name: check_other for name in OTHER_TOOLS}}
 
 

@@ -67,6 +67,12 @@ class GPTConfig:
     moe_balance_weight: float = 0.01  # the load-balancing loss's weight (Switch Transformer's alpha)
     moe_z_weight: float = 0.0  # the router z-loss's weight (ST-MoE used 0.001); 0 = off
     init: str = "gpt2"  # initialisation scheme: "gpt2" or "small" (gptlab.models.init, checked when the model is built)
+    # how init, learning rates and multipliers follow the size (gptlab.models.parametrization): "standard" (GPT-2's),
+    # "mup" (width), "completep" (depth) or "mup+completep", relative to the base shape the rates were tuned at
+    parametrization: str = "standard"
+    base_width: int = 0  # the base shape's n_embd; 0 = this model's own
+    base_depth: int = 0  # the base shape's n_layer; 0 = this model's own
+    base_head_dim: int = 0  # the base shape's head size; 0 = this model's (heads keep their size as the width grows)
     bias: bool = True  # biases in Linear layers and LayerNorm, as GPT-2
     dropout: float = 0.0
 
@@ -76,7 +82,7 @@ class GPTConfig:
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be at least 1")
         for name in ("n_kv_head", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim",
-                     "qk_nope_head_dim", "v_head_dim", "mlp_hidden"):
+                     "qk_nope_head_dim", "v_head_dim", "mlp_hidden", "base_width", "base_depth", "base_head_dim"):
             if getattr(self, name) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be 0 (the default rule) or positive")
         if self.n_head >= 1 and self.n_embd % self.n_head:
@@ -97,6 +103,22 @@ class GPTConfig:
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
+
+    def multipliers(self) -> tuple[float, float]:
+        """(m_d, m_L): the width and the depth over the parametrization's base shape, 1 where it does not scale
+        with them (gptlab.models.parametrization)."""
+        m_d = self.n_embd / (self.base_width or self.n_embd) if self.parametrization in ("mup", "mup+completep") else 1.0
+        m_l = (self.n_layer / (self.base_depth or self.n_layer) if self.parametrization in ("completep", "mup+completep")
+               else 1.0)
+        return m_d, m_l
+
+    def attention_scale(self, head_dim: int) -> float | None:
+        """Attention scores' scale: None (SDPA's 1/sqrt(head_dim)) in the standard parametrization, and under muP
+        where the head keeps its base size; sqrt(d_base) / head_dim where it grows (muP's 1/d, equal at the base)."""
+        base = self.base_head_dim or head_dim
+        if self.parametrization not in ("mup", "mup+completep") or base == head_dim:
+            return None
+        return math.sqrt(base) / head_dim
 
     def mla_dims(self) -> tuple[int, int, int, int]:
         """(kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim) with the paper's

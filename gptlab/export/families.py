@@ -315,6 +315,11 @@ def family_of(model) -> tuple[Family | None, list[str]]:
     if model.config.vocab_size < GPT2_VOCAB:
         return None, [f"vocab_size={model.config.vocab_size} is smaller than GPT-2's {GPT2_VOCAB} tokens, so the "
                       f"export could not use the GPT-2 tokenizer it ships with"]
+    m_d, m_l = model.config.multipliers()
+    if (m_d, m_l) != (1.0, 1.0) or model.config.attention_scale(model.config.head_dim) is not None:
+        return None, [f"parametrization={model.config.parametrization} at {m_d:g}x the base width and {m_l:g}x the base "
+                      f"depth multiplies the logits, the residual branches or the attention scores, which no "
+                      f"transformers class expresses; at its base shape it is the standard model and exports"]
     closest = min(FAMILIES, key=lambda f: len(f.problems(model)))  # the first of the closest, in FAMILIES' order
     if not closest.problems(model):
         return closest, []

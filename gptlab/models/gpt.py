@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from gptlab.core.config import COMPONENT_FIELDS, GPT2_VOCAB, ConfigError, GPTConfig
 from gptlab.models.init import check_init, init_weights
+from gptlab.models.parametrization import check_parametrization, output_multiplier, roles, rules, scale_init
 from gptlab.modules.attention import Attention, BaseAttention, KVCache
 from gptlab.modules.block import Block, Extras
 from gptlab.modules.mlp import MLP
@@ -41,7 +42,7 @@ class ModelOutput:
 def check_components(config: GPTConfig, attention_class: type, position_encoding_class: type,
                      mlp_class: type, norm_class: type) -> None:
     """Every component checks the config it is given; all problems are raised at once."""
-    problems = check_init(config)
+    problems = check_init(config) + check_parametrization(config)
     problems += attention_class.check_config(config)
     problems += position_encoding_class.check_config(config, attention_class.rotary_dim(config))
     for cls in (mlp_class, norm_class):
@@ -76,7 +77,19 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # weight tying (Press & Wolf 2017)
+        self.component_classes = dict(attention_class=attention_class, position_encoding_class=position_encoding_class,
+                                      mlp_class=mlp_class, norm_class=norm_class)
+        # muP's logit multiplier (1 in the standard parametrization) and each parameter's kind under it
+        self.logit_scale = output_multiplier(config)
+        self.param_roles = roles(self) if config.parametrization != "standard" else None
         init_weights(self, config)  # config.init: GPT-2's by default
+        if self.param_roles is not None:
+            scale_init(self)  # the parametrization's init multipliers, on the same draws
+
+    def param_rules(self) -> dict | None:
+        """{id(parameter): its parametrization Rule (init, lr, weight decay, eps multipliers)}, or None in the
+        standard parametrization (every multiplier 1): what an optimizer builds its groups from."""
+        return rules(self) if self.param_roles is not None else None
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Every distinct parameter element: the tied wte/lm_head matrix once, learned
@@ -108,12 +121,17 @@ class GPT(nn.Module):
         layer), idx continues the cached sequence at its absolute positions. A sequence may be
         longer than block_size where the position encoding is defined for it (not learned)."""
         x, extras = self.features(idx, caches)
-        logits = self.lm_head(x)
+        logits = self.readout(x)
         losses, metrics = combine_extras(extras)
         if targets is None:
             return ModelOutput(logits, losses=losses, metrics=metrics)
         ce = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
         return ModelOutput(logits, ce + sum(losses.values()) if losses else ce, ce, losses, metrics)
+
+    def readout(self, x: Tensor) -> Tensor:
+        """The logits of hidden states: the LM head, times muP's output multiplier where it applies."""
+        logits = self.lm_head(x)
+        return logits * self.logit_scale if self.logit_scale != 1.0 else logits
 
     def features(self, idx: Tensor, caches: list[KVCache] | None = None) -> tuple[Tensor, list[Extras]]:
         """The final-norm hidden states (B, T, C) that lm_head turns into logits, and what the
@@ -173,7 +191,7 @@ class GPT(nn.Module):
         try:
             for _ in range(max_new_tokens):
                 x, _ = self.features(next_input, caches)
-                logits = self.lm_head(x[:, -1, :])[:, :n_vocab]
+                logits = self.readout(x[:, -1, :])[:, :n_vocab]
                 next_input = sample_next(logits, temperature, top_k, generator)
                 yield next_input
                 if stop_token is not None:

@@ -38,10 +38,14 @@ def check_init(config: GPTConfig) -> list[str]:
 
 
 def scheme_stds(config: GPTConfig) -> tuple[float, float]:
-    """(std of every weight, std of the residual output projections) of config.init."""
+    """(std of every weight, std of the residual output projections) of config.init, at the parametrization's base
+    shape: under CompleteP the residual projections keep the base depth's std (the branch multiplier, not the init,
+    follows the depth), under muP a width-dependent scheme ("small") is the base width's."""
+    m_d, m_l = config.multipliers()  # under muP and CompleteP a scheme is the base shape's: the parametrization
+    n_layer, n_embd = config.n_layer / m_l, config.n_embd / m_d  # scales it from there (gptlab.models.parametrization)
     if config.init == "small":
-        return math.sqrt(2 / (5 * config.n_embd)), 2 / (config.n_layer * math.sqrt(config.n_embd))
-    return 0.02, 0.02 / math.sqrt(2 * config.n_layer)
+        return math.sqrt(2 / (5 * n_embd)), 2 / (n_layer * math.sqrt(n_embd))
+    return 0.02, 0.02 / math.sqrt(2 * n_layer)
 
 
 def is_residual_projection(name: str) -> bool:

@@ -145,6 +145,7 @@ class BaseAttention(Attention):
         self.c_proj = nn.Linear(self.n_head * self.head_dim, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.scale = config.attention_scale(self.head_dim)  # muP's 1/d where the head grows; None: SDPA's
 
     @staticmethod
     def kv_heads(config: GPTConfig) -> int:
@@ -171,7 +172,7 @@ class BaseAttention(Attention):
         q, k = pos_enc.rotate(q, pos), pos_enc.rotate(k, pos)
         if cache is not None:
             k, v = cache.append(k, v)
-        y = causal_attention(q, k, v, pos_enc, pos, self.dropout if self.training else 0.0)
+        y = causal_attention(q, k, v, pos_enc, pos, self.dropout if self.training else 0.0, self.scale)
         y = y.transpose(1, 2).contiguous().view(B, T, q_size)
         return self.resid_dropout(self.c_proj(y))
 
@@ -264,6 +265,7 @@ class MLAAttention(Attention):
         self.c_proj = nn.Linear(self.n_head * self.v_head_dim, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
+        self.scale = config.attention_scale(qk_head_dim)  # muP's 1/d where the head grows; None: 1/sqrt(d)
 
     @staticmethod
     def rotary_dim(config: GPTConfig) -> int:
@@ -309,7 +311,7 @@ class MLAAttention(Attention):
             # unfused path (a T x T score matrix in memory; on the CPU as fast at T=256): pad them with zeros,
             # which the weighted sum leaves zero, and drop that part after
             pad = q.size(-1) - self.v_head_dim
-            y = causal_attention(q, k, F.pad(v, (0, pad)) if pad > 0 else v, pos_enc, pos, dropout)
+            y = causal_attention(q, k, F.pad(v, (0, pad)) if pad > 0 else v, pos_enc, pos, dropout, self.scale)
             y = y[..., :self.v_head_dim] if pad > 0 else y
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.v_head_dim)
         return self.resid_dropout(self.c_proj(y))
@@ -328,5 +330,5 @@ class MLAAttention(Attention):
         latent = c_kv.unsqueeze(1)  # (B, 1, T_k, d_c)
         y_latent = causal_attention(torch.cat([q_latent, q_rope], dim=-1), torch.cat([latent, k_rope], dim=-1),
                                     latent, pos_enc, pos, dropout,
-                                    scale=(self.qk_nope_head_dim + self.qk_rope_head_dim) ** -0.5)
+                                    scale=self.scale or (self.qk_nope_head_dim + self.qk_rope_head_dim) ** -0.5)
         return torch.einsum("bhtc,hvc->bhtv", y_latent, w_uv)

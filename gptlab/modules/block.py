@@ -37,10 +37,13 @@ class Block(nn.Module):
         self.attn = attention_class(config)
         self.ln_2 = build_norm(norm_class, config)
         self.mlp = mlp_class(config)
+        # CompleteP's branch multiplier 1/m_L (Dey et al. 2025, alpha = 1); 1 in the standard parametrization
+        self.branch_scale = 1.0 / config.multipliers()[1]
 
     def forward(self, x: Tensor, pos_enc: PositionEncoding, pos: Tensor,
                 cache: KVCache | None = None) -> tuple[Tensor, list[Extras]]:
         attn_out, attn_extras = split_extras(self.attn(self.ln_1(x), pos_enc, pos, cache))
-        x = x + attn_out
+        x = x + (attn_out * self.branch_scale if self.branch_scale != 1.0 else attn_out)
         mlp_out, mlp_extras = split_extras(self.mlp(self.ln_2(x)))
+        mlp_out = mlp_out * self.branch_scale if self.branch_scale != 1.0 else mlp_out
         return x + mlp_out, [e for e in (attn_extras, mlp_extras) if e is not None]

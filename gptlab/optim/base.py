@@ -31,6 +31,9 @@ class Optimizer:
     """An experiment's optimizer: built as cls(model, train, device_type)."""
 
     config_fields: tuple[str, ...] = ()  # the OPTIMIZER_FIELDS it reads
+    # whether build gives each parameter its muP/CompleteP rate (adamw_groups): a model parametrized so refuses
+    # an optimizer that does not
+    follows_parametrization: bool = False
     lr_fields: tuple[str, ...] = ("max_lr",)  # its peak learning rates: what a learning-rate sweep multiplies
 
     def __init__(self, model: nn.Module, train: TrainingConfig, device_type: str = "cpu"):
@@ -131,6 +134,26 @@ def decay_groups(params: list[nn.Parameter], weight_decay: float) -> list[dict]:
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
 
 
+def adamw_groups(model: nn.Module, params: list[nn.Parameter], lr: float, weight_decay: float,
+                 eps: float = 1e-8) -> list[dict]:
+    """AdamW's groups: the recipe's two (decay_groups) in the standard parametrization; under muP or CompleteP
+    (the model's `param_rules`), one group for each set of multipliers, each with its own peak rate, weight decay
+    and epsilon (gptlab.models.parametrization)."""
+    table = model.param_rules() if hasattr(model, "param_rules") else None
+    if table is None:
+        return decay_groups(params, weight_decay)
+    groups: dict[tuple, dict] = {}
+    for p in params:
+        rule = table[id(p)]
+        decay = p.dim() >= 2
+        key = (decay, rule.lr, rule.weight_decay if decay else 0.0, rule.eps)
+        if key not in groups:
+            groups[key] = {"params": [], "lr": lr * rule.lr, "weight_decay": weight_decay * key[2] if decay else 0.0,
+                           "eps": eps * rule.eps}
+        groups[key]["params"].append(p)
+    return list(groups.values())
+
+
 def marked_for_adamw(model: nn.Module) -> set[int]:
     """The ids of the parameters components keep off matrix optimizers: each component's
     `adamw_params` names some of its own parameters."""
@@ -158,6 +181,10 @@ def from_torch(cls: type) -> type[Optimizer]:
         torch_class = cls
 
         def build(self, model, train, device_type):
+            if getattr(model, "param_roles", None) is not None:
+                raise ValueError(f"{cls.__name__} is a plain torch optimizer: it would train every parameter at one "
+                                 f"rate, not muP's or CompleteP's per-parameter rates; use gptlab's AdamW or Muon, or "
+                                 f"a gptlab.optim.Optimizer whose build uses adamw_groups")
             params = [p for _, p in trainable(model)]
             return {cls.__name__: cls(decay_groups(params, train.weight_decay), lr=train.max_lr)}
 

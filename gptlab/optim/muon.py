@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import torch
 
-from gptlab.optim.base import Optimizer, decay_groups, marked_for_adamw, trainable
+from gptlab.optim.base import Optimizer, adamw_groups, marked_for_adamw, trainable
 
 ADJUST_LR_FNS = ("original", "match_rms_adamw")
 
@@ -55,6 +55,7 @@ class Muon(Optimizer):
     config_fields = ("muon_lr", "muon_weight_decay", "muon_momentum", "muon_nesterov", "muon_ns_steps",
                      "muon_adjust_lr_fn")
     lr_fields = ("max_lr", "muon_lr")
+    follows_parametrization = True
 
     @classmethod
     def check_config(cls, train):
@@ -108,10 +109,14 @@ class Muon(Optimizer):
         self._clipped = rest
         settings = dict(lr=train.muon_lr, weight_decay=train.muon_weight_decay, momentum=train.muon_momentum,
                         nesterov=train.muon_nesterov, ns_steps=train.muon_ns_steps, adjust_lr_fn=train.muon_adjust_lr_fn)
+        if train.muon_adjust_lr_fn == "match_rms_adamw" and getattr(model, "param_roles", None) is not None:
+            # Moonshot's scale sizes the update like AdamW's: under muP it shrinks with the width as a hidden AdamW
+            # weight's does ('original''s orthogonalised update already meets muP's spectral condition)
+            settings["lr"] = train.muon_lr / model.config.multipliers()[0]
         built = {"muon": torch.optim.Muon(matrices, **settings)} if matrices else {}
         if stacks:
             built["muon_stacked"] = StackedMuon(stacks, **settings)
-        built["adamw"] = torch.optim.AdamW(decay_groups(rest, train.weight_decay), lr=train.max_lr,
+        built["adamw"] = torch.optim.AdamW(adamw_groups(model, rest, train.max_lr, train.weight_decay), lr=train.max_lr,
                                            betas=(train.beta1, train.beta2), eps=1e-8, fused=device_type == "cuda")
         return built
 

@@ -794,10 +794,22 @@ def ladder_sections(tables: list[Table], law: dict | None = None) -> list[tuple[
                     f"where a variant's worth is measured on rungs near it (docs/ladders.md gives that ladder's cost).")
         cost = recipe_cost()
         pinned = {**(info.get("law") or {}), **(law or {})}
+        how = []  # which rungs were swept, which transferred, under which parametrization
+        for rung, table in rungs.items():
+            lr = table.ladder.get("lr") or {}
+            if lr.get("swept"):
+                how.append(f"{rung} swept")
+            elif lr.get("multipliers"):
+                how.append(f"{rung} at the rates {lr.get('from')}'s sweep chose (" + ", ".join(
+                    f"{n} x{m:g}" for n, m in lr["multipliers"].items()) + ")")
+        first = next(iter(rungs.values())).rows[0].runs[0]
+        parametrization = (first.get("model_config") or {}).get("parametrization", "standard")
+        words = LADDER_LR_WORDS.get(info["lr"]["mode"], "") + (f" ({'; '.join(how)})" if how else "") + \
+            f"; parametrization: {parametrization}"
         try:
             ladder = analyse(points, baseline, l_inf=pinned.get("l_inf"), alpha=pinned.get("alpha"),
                              target=("GPT-2 124M on 10B tokens", cost["flops"]))
-            lines = ladder_lines(ladder, info["rungs"], LADDER_LR_WORDS.get(info["lr"]["mode"], ""), note)
+            lines = ladder_lines(ladder, info["rungs"], words, note)
         except FitError as e:
             ladder, lines = None, [f"### Does it hold at scale? {len(rungs)} of {len(info['rungs'])} rungs", "",
                                    f"No law yet: {e}."]

@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.experiments:  # overrides after --experiments land among its names
         args.overrides += [e for e in args.experiments if "=" in e]
         args.experiments = [e for e in args.experiments if "=" not in e] or None
-    if args.slurm:  # overrides after --slurm land among its settings
-        args.overrides += [s for s in args.slurm if s.startswith(("model.", "train."))]
-        args.slurm = [s for s in args.slurm if not s.startswith(("model.", "train."))]
+    for flag in ("slurm", "budget"):  # overrides after --slurm or --budget land among its settings
+        given = getattr(args, flag) or []
+        args.overrides += [s for s in given if s.startswith(("model.", "train."))]
+        setattr(args, flag, [s for s in given if not s.startswith(("model.", "train."))] or None)
     from gptlab.study.runner import StudyRunner, write_definition
     try:
         study = resolve_study(args)

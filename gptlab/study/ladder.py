@@ -79,6 +79,8 @@ def plan_ladder(study: Study, transferred: dict[str, float] | None = None) -> li
         for name in order:
             exp = experiments[name]
             own = replace_config(exp.model_config, **{**preset_model, **parsed["model"]})
+            if own.parametrization != "standard" and not own.base_width:  # muP/CompleteP: the smallest rung is the base
+                own = replace_config(own, base_width=rungs[0].n_embd, base_depth=rungs[0].n_layer)
             try:
                 entry = _entry(name, exp, own, rung, budget, train, plan.entries.get(study.baseline))
             except ValueError as e:
@@ -100,14 +102,11 @@ def plan_ladder(study: Study, transferred: dict[str, float] | None = None) -> li
 
 def _entry(name: str, exp, own: GPTConfig, rung: Rung, budget: Budget, train: TrainingConfig,
            base: Entry | None) -> Entry:
-    config = dataclasses.replace(own, **rung.fields())
-    fields = dict(rung.fields())
-    for cls in exp.components().values():
-        rule = getattr(cls, "rung_fields", None)
-        if rule is not None:
-            fields.update(rule(own, config))
-    config = replace_config(own, **fields)
     from gptlab.models.gpt import build_gpt  # the model, built on the meta device: sizes only
+    from gptlab.models.parametrization import resized
+    config = resized(own, exp.components(), **rung.fields())
+    fields = {k: getattr(config, k) for k in dataclasses.asdict(config) if getattr(config, k) != getattr(exp.model_config, k)
+              and (getattr(config, k) != getattr(own, k) or k in rung.fields() or k.startswith("base_"))}
     try:
         with torch.device("meta"):
             model = build_gpt(exp, config)

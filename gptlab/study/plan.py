@@ -360,7 +360,8 @@ def check_existing(runs: list[PlannedRun]) -> None:
         now = {**{f"model.{k}": v for k, v in dataclasses.asdict(planned.run.model_config).items()},
                **{f"train.{k}": getattr(planned.run.train_config, k) for k in FAIR_FIELDS + ("seed",)},
                **planned.run.experiment.class_names()}
-        was = {**{f"model.{k}": v for k, v in record["model_config"].items()},
+        was = {**{f"model.{k}": v for k, v in dataclasses.asdict(GPTConfig()).items()},  # a field added since: its default
+               **{f"model.{k}": v for k, v in record["model_config"].items()},
                **{f"train.{k}": (record.get("training_config") or {}).get(k, getattr(TrainingConfig(), k))
                   for k in FAIR_FIELDS + ("seed",)},
                **recorded_classes(record.get("classes") or {})}

@@ -18,9 +18,10 @@ import os
 import re
 import statistics
 import time
+from dataclasses import fields
 from pathlib import Path
 
-from gptlab.core.config import autocasts_to_bf16
+from gptlab.core.config import GPTConfig, TrainingConfig, autocasts_to_bf16
 from gptlab.files import DirectoryLock, atomic_write_text
 from gptlab.training.logger import read_header, read_log
 
@@ -178,6 +179,9 @@ def read_record(log_dir: Path) -> dict | None:
         if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
             warnings.append(f"{path}: {key} is {_short(value)}: not a score, left out")
             record[key] = None
+    for key, config in (("model_config", GPTConfig), ("training_config", TrainingConfig)):
+        if isinstance(record.get(key), dict):  # a field added since the run: its default, what it trained with
+            record[key] = {**{f.name: getattr(config(), f.name) for f in fields(config)}, **record[key]}
     if record.get("status") == "running" and not DirectoryLock(log_dir).held():
         record["status"], record["status_why"] = "stopped", "its process ended without saying why (killed?)"
     record["log_dir"] = str(log_dir)

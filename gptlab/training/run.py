@@ -75,6 +75,10 @@ def check_run(run: Run, world_size: int) -> None:
     cfg = run.train_config
     problems = check_optimizer(run.experiment.optimizer_class, cfg)
     optimizer = optimizer_class(run.experiment.optimizer_class)
+    if run.model_config.parametrization != "standard" and not optimizer.follows_parametrization:
+        problems.append(f"model.parametrization={run.model_config.parametrization} gives each parameter its own rate; "
+                        f"{optimizer.__name__} does not say it follows them (follows_parametrization = True, its build "
+                        f"using gptlab.optim.base.adamw_groups): use AdamW or Muon, or parametrization=standard")
     if not problems and optimizer is not AdamW:  # which parameters it takes, on a model of shapes only
         with torch.device("meta"):
             try:

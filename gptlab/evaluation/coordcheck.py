@@ -1,0 +1,277 @@
+"""The coordinate check (Yang et al. 2022, "Tensor Programs V", fig. 5; the `mup` package's coord_check and
+nanoGPT-mup's): the size of a model's activations after each of its first training steps, across widths. Under
+muP the size of every quantity stays the same as the width grows; under the standard parametrization some grow
+(the logits and the attention outputs first), which is why a rate tuned small does not hold large.
+
+    gptlab coordcheck EXPERIMENT [--parametrization standard mup] [--widths 48,96,192,384] [--steps 8]
+
+Each width is the experiment's own model, 2 layers, heads of `head_size` (n_head = width / head_size, so a
+component's width rule applies as on a ladder), a 512-token vocabulary and one fixed batch of random tokens,
+trained by its AdamW at a fixed rate; muP's base width is the smallest. Measured with forward hooks: the mean
+absolute value of the token embedding's output, of every block's attention and MLP outputs (before CompleteP's
+branch multiplier; averaged over the blocks) and of the logits, at the initialisation and after each step.
+The verdict reads each quantity's slope of log size against log width after the last step: below FLAT in
+magnitude is flat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+QUANTITIES = ("embedding", "attention", "mlp", "logits")
+FLAT = 0.4  # |slope| of log size in log width under which a quantity counts as flat (measured: muP 0.28 at most)
+WIDTHS = (48, 96, 192, 384)  # 8x; n_head 3 to 24 at heads of 16, so a group of three K/V heads fits every width
+
+
+def measure(experiment, parametrization: str, widths=WIDTHS, steps: int = 8, lr: float = 3e-3, head_size: int = 16,
+            seed: int = 0) -> dict[str, np.ndarray]:
+    """{quantity: array (steps + 1, widths)} of mean absolute activations."""
+    from gptlab.core.config import GPTConfig, TrainingConfig, replace_config
+    from gptlab.models.gpt import build_gpt
+    from gptlab.models.parametrization import resized
+    from gptlab.optim import optimizer_class
+    classes = experiment.components()
+    own = replace_config(experiment.model_config, block_size=32, vocab_size=512, dropout=0.0)
+    sizes = {q: np.zeros((steps + 1, len(widths))) for q in QUANTITIES}
+    for j, w in enumerate(widths):
+        config = resized(own, classes, n_layer=2, n_embd=w, n_head=max(1, w // head_size))
+        if "moe_capacity_factor" in getattr(classes["mlp_class"], "config_fields", ()):
+            config = replace_config(config, moe_capacity_factor=0.0)  # no token dropped: the same tokens each width
+        if parametrization != "standard":
+            config = dataclasses.replace(config, parametrization=parametrization, base_width=widths[0],
+                                         base_depth=config.n_layer)
+        torch.manual_seed(seed)
+        model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
+        optimizer = optimizer_class(experiment.optimizer_class)(model, TrainingConfig(max_lr=lr, weight_decay=0.0))
+        data = torch.randint(0, 512, (8, 33), generator=torch.Generator().manual_seed(seed))
+        x, y = data[:, :-1], data[:, 1:]
+        seen: dict[str, list[float]] = {q: [] for q in QUANTITIES}
+        hooks = [model.transformer.wte.register_forward_hook(
+            lambda m, i, o: seen["embedding"].append(o.detach().abs().mean().item()))]
+        for block in model.transformer.h:
+            hooks.append(block.attn.register_forward_hook(
+                lambda m, i, o: seen["attention"].append((o[0] if isinstance(o, tuple) else o).detach().abs().mean().item())))
+            hooks.append(block.mlp.register_forward_hook(
+                lambda m, i, o: seen["mlp"].append((o[0] if isinstance(o, tuple) else o).detach().abs().mean().item())))
+        for t in range(steps + 1):
+            for q in seen:
+                seen[q].clear()
+            out = model(x, y)
+            sizes["logits"][t, j] = out.logits.detach().abs().mean().item()
+            for q in ("embedding", "attention", "mlp"):
+                sizes[q][t, j] = float(np.mean(seen[q]))
+            if t < steps:
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+        for hook in hooks:
+            hook.remove()
+    return sizes
+
+
+def slopes(sizes: dict[str, np.ndarray], widths=WIDTHS) -> dict[str, float]:
+    """Each quantity's slope of log size against log width, after the last step."""
+    x = np.log(widths)
+    return {q: float(np.polyfit(x, np.log(v[-1]), 1)[0]) for q, v in sizes.items()}
+
+
+def verdict(found: dict[str, float]) -> str:
+    grow = {q: s for q, s in found.items() if abs(s) >= FLAT}
+    if not grow:
+        return f"flat: every quantity's size changes less than width^{FLAT} across the widths"
+    return "grows with the width: " + ", ".join(f"{q} ~ width^{s:+.2f}" for q, s in grow.items())
+
+
+def figure(results: dict[str, dict[str, np.ndarray]], widths, path: Path, title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(len(results), len(QUANTITIES), figsize=(3.6 * len(QUANTITIES), 3.2 * len(results)),
+                             squeeze=False)
+    for row, (parametrization, sizes) in enumerate(results.items()):
+        found = slopes(sizes, widths)
+        for col, q in enumerate(QUANTITIES):
+            ax = axes[row][col]
+            for t in range(sizes[q].shape[0]):
+                ax.plot(widths, sizes[q][t], "o-", color=f"C{t}", markersize=3, linewidth=1,
+                        label=f"step {t}" if t else "init")
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{parametrization}: {q} (slope {found[q]:+.2f})", fontsize=9)
+            ax.set_xlabel("width", fontsize=8)
+            ax.grid(alpha=0.3, which="both")
+            if col == 0:
+                ax.set_ylabel("mean |activation|", fontsize=8)
+                ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+TRANSFER_WIDTHS = (64, 256)  # four times apart
+TRANSFER_GRID = tuple(2 ** (k / 2) for k in range(-4, 5))  # x0.25 to x4 in steps of sqrt(2)
+FOLDED_VOCAB = 512
+
+
+def transfer(experiment, parametrization: str, widths=TRANSFER_WIDTHS, grid=TRANSFER_GRID, base_lr: float = 3e-3,
+             steps: int = 100, head_size: int = 16, seed: int = 0) -> dict:
+    """A learning-rate sweep at each width: {"losses": {width: {multiplier: final val loss}}, "fits": {width: LRFit}}.
+    Each run trains the experiment's own model (2 layers, heads of `head_size`) for `steps` steps of 8 x 64 tokens
+    of the embedded corpus folded into a 512-token vocabulary (id mod 512: a language these small models learn in
+    a hundred steps, with a vocabulary cheap enough to sweep), by its AdamW with the smoke preset's schedule
+    (warm-up a tenth of the steps, cosine to a tenth), from one seed; muP's base width is the smaller."""
+    from gptlab.core.config import GPTConfig, TrainingConfig, replace_config
+    from gptlab.data.embedded import embedded_splits
+    from gptlab.models.gpt import build_gpt
+    from gptlab.models.parametrization import resized
+    from gptlab.optim import optimizer_class
+    from gptlab.reporting.lr_sweep import fit_lr
+    from gptlab.training.schedule import set_learning_rates
+    splits = {k: torch.from_numpy(v.astype(np.int64) % FOLDED_VOCAB) for k, v in embedded_splits().items()}
+    g = torch.Generator().manual_seed(seed)
+    starts = torch.randint(0, len(splits["train"]) - 65, (steps, 8), generator=g)
+    val = splits["val"][:32 * 65].view(32, 65)
+    classes = experiment.components()
+    own = replace_config(experiment.model_config, block_size=64, vocab_size=FOLDED_VOCAB, dropout=0.0)
+    losses, fits = {}, {}
+    for w in widths:
+        config = resized(own, classes, n_layer=2, n_embd=w, n_head=max(1, w // head_size))
+        if parametrization != "standard":
+            config = dataclasses.replace(config, parametrization=parametrization, base_width=widths[0],
+                                         base_depth=config.n_layer)
+        losses[w] = {}
+        for m in grid:
+            train = TrainingConfig(max_lr=base_lr * m, muon_lr=0.02 * m, warmup_steps=max(1, steps // 10),
+                                   max_steps=steps, min_lr_ratio=0.1)
+            torch.manual_seed(seed)
+            model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
+            optimizer = optimizer_class(experiment.optimizer_class)(model, train)
+            for step in range(steps):
+                batch = torch.stack([splits["train"][s:s + 65] for s in starts[step]])
+                set_learning_rates(optimizer, step, train)
+                optimizer.zero_grad(set_to_none=True)
+                model(batch[:, :-1], batch[:, 1:]).loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+            with torch.no_grad():
+                model.eval()
+                loss = model(val[:, :-1], val[:, 1:]).ce.item()
+            losses[w][m] = loss if math.isfinite(loss) else math.inf
+        done = {m: v for m, v in losses[w].items() if math.isfinite(v)}
+        fits[w] = fit_lr(experiment.name, base_lr, list(grid), done, [m for m in grid if m not in done],
+                         untrained=math.log(FOLDED_VOCAB))
+    return {"losses": losses, "fits": fits}
+
+
+def shift_in_steps(fits: dict, grid=TRANSFER_GRID) -> float:
+    """How far the best rate moved between the widths, in grid steps (log of the ratio over log of the spacing):
+    from each fit's optimum where it is inside the grid, else its chosen grid point."""
+    (_, a), (_, b) = sorted(fits.items())
+    best = [f.optimum or f.chosen for f in (a, b)]
+    return abs(math.log(best[1] / best[0])) / math.log(grid[1] / grid[0])
+
+
+def transfer_figure(results: dict[str, dict], path: Path, title: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4.6), squeeze=False)
+    for ax, (parametrization, result) in zip(axes[0], results.items()):
+        for i, (w, losses) in enumerate(sorted(result["losses"].items())):
+            ms = sorted(m for m, v in losses.items() if math.isfinite(v))
+            fit = result["fits"][w]
+            best = fit.optimum or fit.chosen
+            ax.plot(ms, [losses[m] for m in ms], "o-", color=f"C{i}", label=f"width {w}: best x{best:.2f}")
+            ax.axvline(best, color=f"C{i}", linestyle=":", linewidth=1)
+        ax.set_xscale("log", base=2)
+        ax.set(xlabel="learning rate (multiple of the base rate)", ylabel="final validation loss",
+               title=f"{parametrization}: the best rate moved {shift_in_steps(result['fits']):.1f} grid steps")
+        ax.title.set_fontsize(9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gptlab coordcheck", description="The coordinate check: activation sizes across "
+                                "widths over the first training steps, under each parametrization.", allow_abbrev=False)
+    p.add_argument("experiment", help="a name in experiments/ or a path to a .py file")
+    p.add_argument("--parametrization", nargs="+", choices=["standard", "mup"], default=["standard", "mup"])
+    p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help=f"comma-separated (default {WIDTHS})")
+    p.add_argument("--steps", type=int, default=8, help="training steps measured after the initialisation (default 8)")
+    p.add_argument("--lr", type=float, default=3e-3, help="the optimizer's fixed rate (default 3e-3)")
+    p.add_argument("--transfer", action="store_true",
+                   help="also sweep the learning rate at two widths four times apart (64 and 256) under each "
+                        "parametrization: where the best rate lands, and how far it moves")
+    p.add_argument("--out", type=Path, help="the figures' directory (default: log_bench/coordcheck)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from gptlab.core.config import ConfigError
+    from gptlab.core.experiment import ExperimentError, load_experiment
+    from gptlab.paths import BENCH_ROOT
+    try:
+        widths = tuple(int(w) for w in args.widths.split(","))
+        if len(widths) < 2 or sorted(widths) != list(widths) or any(w % widths[0] for w in widths):
+            raise ValueError
+    except ValueError:
+        print(f"error: --widths {args.widths}: give two or more growing widths, each a multiple of the first, e.g. "
+              f"48,96,192,384", file=sys.stderr)
+        return 2
+    if args.steps < 1 or not (math.isfinite(args.lr) and args.lr > 0):
+        print("error: --steps must be 1 or more and --lr a positive number", file=sys.stderr)
+        return 2
+    try:
+        experiment = load_experiment(args.experiment)
+        results = {p: measure(experiment, p, widths, args.steps, args.lr) for p in args.parametrization}
+    except (ExperimentError, ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for p, sizes in results.items():
+        found = slopes(sizes, widths)
+        print(f"{experiment.name} under {p}: " + ", ".join(f"{q} {s:+.2f}" for q, s in found.items()) +
+              f" (slope of log size in log width after step {args.steps}); {verdict(found)}")
+    out = (args.out or BENCH_ROOT / "coordcheck").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    swept = {}
+    if args.transfer:
+        for p in args.parametrization:
+            swept[p] = transfer(experiment, p)
+            fits = swept[p]["fits"]
+            said = "; ".join(f"width {w}: best x{(f.optimum or f.chosen):.2f}" + (f" ({f.flag})" if f.flag else "")
+                             for w, f in sorted(fits.items()))
+            print(f"{experiment.name} under {p}, the learning-rate sweep: {said}; the best rate moved "
+                  f"{shift_in_steps(fits):.1f} grid steps of sqrt(2)")
+    try:
+        path = figure(results, widths, out / f"coordcheck_{experiment.name}.png",
+                      f"coordinate check of {experiment.name}: widths {widths[0]} to {widths[-1]}, 2 layers, "
+                      f"{experiment.optimizer_class.__name__} at {args.lr:g} for {args.steps} steps")
+        print(f"wrote {path}")
+        if swept:
+            path = transfer_figure(swept, out / f"transfer_{experiment.name}.png",
+                                   f"learning-rate transfer of {experiment.name}: widths {TRANSFER_WIDTHS[0]} and "
+                                   f"{TRANSFER_WIDTHS[1]}, 2 layers, 100 steps of the embedded corpus (vocabulary "
+                                   f"folded to {FOLDED_VOCAB}), one seed")
+            print(f"wrote {path}")
+    except ModuleNotFoundError as e:
+        print(f"the figures need {e.name} (pip install -e \".[plot]\")")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
