@@ -49,7 +49,7 @@ def scheme_stds(config: GPTConfig) -> tuple[float, float]:
 
 
 def is_residual_projection(name: str) -> bool:
-    return name.endswith("c_proj.weight")
+    return name.endswith(("c_proj.weight", "c_proj_weight"))  # a Linear's, or a stack of experts' (MoE)
 
 
 def init_weights(model: nn.Module, config: GPTConfig) -> None:
@@ -63,6 +63,8 @@ def init_weights(model: nn.Module, config: GPTConfig) -> None:
             nn.init.normal_(module.weight, mean=0.0, std=std)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+        for name in getattr(module, "stacked_params", ()):  # a stack of Linear weights (MoE's experts): each alike
+            nn.init.normal_(getattr(module, name), mean=0.0, std=std)
         if hasattr(module, "init_weights") and config.init != "gpt2":
             module.init_weights(std)  # gpt2: its table was drawn at 0.02 when it was built
 

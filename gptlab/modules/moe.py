@@ -30,10 +30,13 @@ Metrics: `moe_dropped` (the fraction of assignments dropped by capacity) and
 Dispatch is one grouped matmul per expert layer (torch.nn.functional.grouped_mm): the
 assignments are sorted by expert, every expert's c_fc runs on its rows in one call, the
 activation on all rows at once, then every c_proj in one call; no loop over experts, and no
-shape that depends on the routing, so the layer compiles to one graph. The experts stay an
-nn.ModuleList of MLPs (their weights are stacked for the call), so checkpoints, parameter
-counts and optimizers see them as before. An expert that receives no token gets a zero
-gradient, and DDP needs no `find_unused_parameters`.
+shape that depends on the routing (an assignment past capacity is computed with its expert's
+and multiplied by 0), so the layer compiles to one graph. The experts' weights are stored
+stacked, one (E, out, in) tensor per layer (c_fc_weight, c_proj_weight; biases flat, E * out),
+the layout torchtitan and transformers use: nothing is copied per call. A checkpoint of the
+earlier layout (an nn.ModuleList of MLPs, experts.<e>.c_fc.weight) is stacked when it loads.
+An expert that receives no token gets a zero gradient, and DDP needs no
+`find_unused_parameters`.
 """
 
 from __future__ import annotations
@@ -50,13 +53,17 @@ from gptlab.modules.mlp import MLP, SwiGLU
 
 
 class MoE(nn.Module):
-    """Top-k routed experts in the MLP slot; each expert is an `expert_class` (GPT-2's
-    GELU MLP here; a subclass may choose another, e.g. SwiGLU)."""
+    """Top-k routed experts in the MLP slot; each expert is an `expert_class` MLP (GPT-2's GELU MLP here; a
+    subclass may choose another, e.g. SwiGLU), its weights stored stacked: one (E, out, in) tensor per layer,
+    the layout torchtitan and transformers use, called as one grouped matmul."""
 
     expert_class: type[nn.Module] = MLP
     config_fields = ("mlp_hidden", "n_experts", "moe_top_k", "moe_capacity_factor", "moe_jitter",
                      "moe_balance_weight", "moe_z_weight")
-    adamw_params = ("router.weight",)  # under Muon: a router's few outputs are a softmax's logits, not hidden states
+    # under Muon: a router's few outputs are a softmax's logits, not hidden states
+    adamw_params = ("router.weight",)
+    stacked_params = ("c_fc_weight", "c_proj_weight")  # E x out x in: each expert's Linear weight (init, muP, Muon)
+    stacked_biases = ("c_fc_bias", "c_proj_bias")  # E * out, flat: a vector per expert (no decay, no Muon)
 
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -64,13 +71,41 @@ class MoE(nn.Module):
         self.capacity_factor, self.jitter = config.moe_capacity_factor, config.moe_jitter
         self.balance_weight, self.z_weight = config.moe_balance_weight, config.moe_z_weight
         self.router = nn.Linear(config.n_embd, config.n_experts, bias=False)
-        self.experts = nn.ModuleList(self.expert_class(config) for _ in range(config.n_experts))
+        with torch.device("meta"):  # an expert's shape and activation, never its weights
+            template = self.expert_class(config)
+        object.__setattr__(self, "template", template)  # not a submodule: no parameters of its own
+        fc, proj = template.c_fc, template.c_proj
+        e = config.n_experts
+        self.c_fc_weight = nn.Parameter(torch.empty(e, fc.out_features, fc.in_features))
+        self.c_proj_weight = nn.Parameter(torch.empty(e, proj.out_features, proj.in_features))
+        self.c_fc_bias = nn.Parameter(torch.zeros(e * fc.out_features)) if fc.bias is not None else None
+        self.c_proj_bias = nn.Parameter(torch.zeros(e * proj.out_features)) if proj.bias is not None else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.reset_parameters()
+        self.register_load_state_dict_pre_hook(_stack_expert_modules)
+
+    def reset_parameters(self) -> None:
+        """Each expert's layers drawn as nn.Linear draws its own (uniform within 1/sqrt(fan_in)), so that the module
+        built alone is an MLP mixture as it would be with nn.Linear experts; a model redraws them (init_weights)."""
+        for weight, bias in ((self.c_fc_weight, self.c_fc_bias), (self.c_proj_weight, self.c_proj_bias)):
+            bound = 1 / math.sqrt(weight.shape[-1])
+            nn.init.uniform_(weight, -bound, bound)
+            if bias is not None:
+                nn.init.uniform_(bias, -bound, bound)
 
     @classmethod
     def rung_fields(cls, own: GPTConfig, rung: GPTConfig) -> dict:
         """For another size on a ladder: the experts keep their number and routing; an expert's hidden size the
         experiment sets scales with n_embd, as an MLP's does."""
         return MLP.rung_fields.__func__(cls, own, rung)
+
+    def expert_parameters(self, e: int) -> dict[str, Tensor]:
+        """Expert e's weights and biases as its own MLP names them (c_fc.weight, ...): views of the stacks."""
+        out = {"c_fc.weight": self.c_fc_weight[e], "c_proj.weight": self.c_proj_weight[e]}
+        for layer, bias in (("c_fc", self.c_fc_bias), ("c_proj", self.c_proj_bias)):
+            if bias is not None:
+                out[f"{layer}.bias"] = bias.view(self.n_experts, -1)[e]
+        return out
 
     def capacity(self, n_tokens: int) -> int | None:
         """Assignments an expert takes in a training step of n_tokens; None: no limit."""
@@ -108,29 +143,27 @@ class MoE(nn.Module):
         else:  # an assignment's place in its expert's queue
             place = ((one_hot.cumsum(dim=0) - 1) * one_hot).sum(dim=-1)
             kept = place < capacity
-        # every assignment, sorted by expert (stable: in priority order within one); the dropped ones last, in a
-        # group of their own whose weights are zeros, so that every shape is known before the data is seen
-        group_of = expert_of.masked_fill(~kept, self.n_experts)
-        order = torch.argsort(group_of, stable=True)
-        sizes = group_of.new_zeros(self.n_experts + 1).scatter_add_(0, group_of, torch.ones_like(group_of))
-        offsets = sizes.cumsum(0).to(torch.int32)
-        tokens, groups = token_of[order], group_of[order]
-        h = self.grouped_linear(x[tokens], "c_fc", groups, offsets)
-        out = self.grouped_linear(self.experts[0].hidden(h), "c_proj", groups, offsets)
-        out = F.dropout(out, self.experts[0].dropout.p, self.training)
-        y = torch.zeros_like(x).index_add(0, tokens, (out * gate_of[order, None].to(out.dtype)).to(x.dtype))
+        # every assignment, sorted by expert (stable: in priority order within one), a dropped one with the rest of
+        # its expert's: computed and then multiplied by 0, so that every shape is known before the data is seen
+        order = torch.argsort(expert_of, stable=True)
+        offsets = routed.cumsum(0).to(torch.int32)
+        tokens, experts_sorted = token_of[order], expert_of[order]
+        weight = torch.where(kept, gate_of, torch.zeros_like(gate_of))[order]
+        h = self.grouped_linear(x[tokens], self.c_fc_weight, self.c_fc_bias, experts_sorted, offsets)
+        out = self.grouped_linear(self.template.hidden(h), self.c_proj_weight, self.c_proj_bias, experts_sorted,
+                                  offsets)
+        out = self.dropout(out)
+        y = torch.zeros_like(x).index_add(0, tokens, (out * weight[:, None].to(out.dtype)).to(x.dtype))
         return y.view(shape), self.extras(logits, probs, routed, kept)
 
-    def grouped_linear(self, x: Tensor, layer: str, groups: Tensor, offsets: Tensor) -> Tensor:
-        """Each row of x (sorted by expert) through its expert's `layer` (an nn.Linear), all experts in one
-        grouped matmul (torch.nn.functional.grouped_mm); the last group (dropped assignments) gets zeros."""
-        linears = [getattr(expert, layer) for expert in self.experts]
-        weight = torch.stack([lin.weight for lin in linears] + [linears[0].weight.new_zeros(linears[0].weight.shape)])
+    def grouped_linear(self, x: Tensor, weight: Tensor, bias: Tensor | None, experts: Tensor,
+                       offsets: Tensor) -> Tensor:
+        """Each row of x (sorted by expert) through its expert's layer: the stack (E, out, in) in one grouped
+        matmul (torch.nn.functional.grouped_mm), as F.linear under autocast; each row's expert's bias added."""
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        out = grouped_mm(x.to(dtype), weight.to(dtype).transpose(1, 2), offsets)  # as F.linear under autocast
-        if linears[0].bias is not None:
-            bias = torch.stack([lin.bias for lin in linears] + [linears[0].bias.new_zeros(linears[0].bias.shape)])
-            out = out + bias.to(dtype)[groups]
+        out = grouped_mm(x.to(dtype), weight.to(dtype).transpose(1, 2), offsets)
+        if bias is not None:
+            out = out + bias.to(dtype).view(self.n_experts, -1)[experts]
         return out
 
     def extras(self, logits: Tensor, probs: Tensor, routed: Tensor, kept: Tensor) -> Extras:
@@ -144,12 +177,25 @@ class MoE(nn.Module):
     def forward_flops(self, seq_len: int) -> int:
         """Forward FLOPs per token: the router, and top_k experts (the active parameters;
         capacity drops aside)."""
-        expert = sum(2 * m.in_features * m.out_features for m in self.experts[0].modules() if isinstance(m, nn.Linear))
+        expert = 2 * (self.c_fc_weight[0].numel() + self.c_proj_weight[0].numel())
         return 2 * self.router.in_features * self.n_experts + self.top_k * expert
 
     def inactive_params(self) -> int:
         """Parameters a token does not use: the experts it is not routed to."""
-        return (self.n_experts - self.top_k) * sum(p.numel() for p in self.experts[0].parameters())
+        return (self.n_experts - self.top_k) * sum(v.numel() for v in self.expert_parameters(0).values())
+
+
+def _stack_expert_modules(module: MoE, state_dict: dict, prefix: str, *args) -> None:
+    """A checkpoint of the layout before the stacks (experts.<e>.c_fc.weight, ...): its experts' tensors stacked
+    into this layout's, in place, before the state is loaded (the same weights, the same model)."""
+    if f"{prefix}experts.0.c_fc.weight" not in state_dict:
+        return
+    for layer in ("c_fc", "c_proj"):
+        weights = [state_dict.pop(f"{prefix}experts.{e}.{layer}.weight") for e in range(module.n_experts)]
+        state_dict[f"{prefix}{layer}_weight"] = torch.stack(weights)
+        if f"{prefix}experts.0.{layer}.bias" in state_dict:
+            biases = [state_dict.pop(f"{prefix}experts.{e}.{layer}.bias") for e in range(module.n_experts)]
+            state_dict[f"{prefix}{layer}_bias"] = torch.cat(biases)
 
 
 def grouped_mm(x: Tensor, weight: Tensor, offsets: Tensor) -> Tensor:

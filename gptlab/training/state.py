@@ -43,7 +43,13 @@ class TrainState:
             raise TrainingError(f"the checkpoint's weights do not fit the model the experiment builds now "
                                 f"({str(e).splitlines()[-1].strip()[:300]}); a component class changed since the "
                                 f"checkpoint was written: restore it, or start a new run") from None
-        self.optimizer.load_state_dict(state["optimizer"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError) as e:  # torch: a group of another size; gptlab: another optimizer's parts
+            raise TrainingError(f"the checkpoint's optimizer state does not fit the parameters the experiment builds "
+                                f"now ({str(e).splitlines()[0][:300]}): a component's parameters or the optimizer "
+                                f"changed since the checkpoint was written. Restore them to resume, or begin a new run "
+                                f"from its weights alone: --init-from CHECKPOINT") from None
         loader = state["loader"]
         self.loader.load_state_dict(loader[0] if isinstance(loader, list) else loader)  # a list: the per-rank format
         self.step, self.bad_steps = state["step"], state.get("bad_steps", 0)

@@ -5,6 +5,7 @@ model's weights. A component that is built but not wired in (RoPE skipped on k, 
 position not added, MLA's rotary key unrotated, GQA's groups interleaved) fails here."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -136,8 +137,17 @@ def moe(x, module):
         probs = torch.softmax(token @ module.router.weight.T, dim=-1)
         chosen = sorted(range(len(probs)), key=lambda e: -probs[e])[:module.top_k]
         weights = [probs[e] / (sum(probs[c] for c in chosen) if module.top_k > 1 else 1.0) for e in chosen]
-        rows.append(sum(w * mlp(token[None], module.experts[e])[0] for w, e in zip(weights, chosen)))
+        rows.append(sum(w * mlp(token[None], expert(module, e))[0] for w, e in zip(weights, chosen)))
     return torch.stack(rows)
+
+
+def expert(module, e):
+    """Expert e of a mixture as an MLP of its own class: its slices of the stacked weights as c_fc and c_proj."""
+    w = module.expert_parameters(e)
+    mlp = object.__new__(type(module.template))  # the class alone (its activation's name, gated or not)
+    for layer in ("c_fc", "c_proj"):
+        mlp.__dict__[layer] = SimpleNamespace(weight=w[f"{layer}.weight"], bias=w.get(f"{layer}.bias"))
+    return mlp
 
 
 def mlp(x, module):

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from gptlab import GPTConfig, build_model, load_experiment
 from gptlab.modules import MoE, SwiGLUMoE
@@ -31,7 +32,7 @@ def reference(module: MoE, x: torch.Tensor, capacity: int | None) -> torch.Tenso
     tokens = x.reshape(-1, C)
     probs = torch.softmax(tokens @ module.router.weight.T, dim=-1)
     choices = [sorted(range(E), key=lambda e: -p[e])[:module.top_k] for p in probs]
-    dense = [expert(tokens) for expert in module.experts]  # (N, C) each
+    dense = [expert(module, e, tokens) for e in range(E)]  # (N, C) each
     served, out = [0] * E, torch.zeros_like(tokens)
     for rank in range(module.top_k):
         for t, chosen in enumerate(choices):
@@ -42,6 +43,25 @@ def reference(module: MoE, x: torch.Tensor, capacity: int | None) -> torch.Tenso
             gate = probs[t, e] / (sum(probs[t, c] for c in chosen) if module.top_k > 1 else 1.0)
             out[t] += gate * dense[e][t]
     return out.view_as(x)
+
+
+def expert(module: MoE, e: int, x: torch.Tensor) -> torch.Tensor:
+    """Expert e alone, as an MLP of its own: its slices of the stacks as c_fc and c_proj, its class's activation."""
+    w = module.expert_parameters(e)
+    h = F.linear(x, w["c_fc.weight"], w.get("c_fc.bias"))
+    return F.linear(module.template.hidden(h), w["c_proj.weight"], w.get("c_proj.bias"))
+
+
+def expert_grads(module: MoE, e: int) -> list[torch.Tensor]:
+    """Expert e's slices of the stacks' gradients (weights, then biases)."""
+    grads = [getattr(module, name).grad[e] for name in module.stacked_params]
+    return grads + [getattr(module, name).grad.view(E, -1)[e] for name in module.stacked_biases
+                    if getattr(module, name) is not None]
+
+
+def stacks(module: MoE) -> list[torch.Tensor]:
+    return [getattr(module, name) for name in (*module.stacked_params, *module.stacked_biases)
+            if getattr(module, name) is not None]
 
 
 @pytest.mark.parametrize("top_k", [1, 2])
@@ -126,10 +146,10 @@ def test_an_expert_that_receives_no_token_gets_a_zero_gradient():
     y, extras = module(x)
     (y.sum() + sum(extras.losses.values())).backward()
     assert extras.metrics["moe_load_2"] == 0 and extras.metrics["moe_load_3"] == 0
-    for e in (2, 3):  # a gradient of zeros, not None: DDP needs no find_unused_parameters
-        for p in module.experts[e].parameters():
-            assert p.grad is not None and torch.count_nonzero(p.grad) == 0
-    assert all(torch.count_nonzero(p.grad) > 0 for p in module.experts[0].parameters())
+    assert all(p.grad is not None for p in stacks(module))  # a gradient, not None: DDP needs no find_unused_parameters
+    for e in (2, 3):  # of zeros where no token went
+        assert all(torch.count_nonzero(g) == 0 for g in expert_grads(module, e))
+    assert all(torch.count_nonzero(g) > 0 for g in expert_grads(module, 0))
 
 
 def test_gates_are_trained_through_the_router():
@@ -156,7 +176,8 @@ def test_active_parameters_and_flops_count_top_k_experts():
 
 def test_swiglu_experts():
     module = moe(cls=SwiGLUMoE).eval()
-    assert type(module.experts[0]).__name__ == "SwiGLU"
+    assert type(module.template).__name__ == "SwiGLU"
+    assert module.c_fc_weight.shape == (E, 2 * round(8 * C / 3), C)
     x = torch.randn(2, 6, C, dtype=torch.float64)
     torch.testing.assert_close(module(x)[0], reference(module, x, None))
 
@@ -203,8 +224,8 @@ def test_the_grouped_dispatch_equals_the_dense_computation_and_its_gradients(cls
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == torch.float32 else {}
     torch.testing.assert_close(y, expected, **tol)
     grad = torch.randn_like(y)
-    got = torch.autograd.grad(y, [p for e in module.experts for p in e.parameters()], grad)
-    want = torch.autograd.grad(expected, [p for e in module.experts for p in e.parameters()], grad)
+    got = torch.autograd.grad(y, stacks(module), grad)
+    want = torch.autograd.grad(expected, stacks(module), grad)
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, **tol)
 
@@ -229,3 +250,24 @@ def test_moe_compiles_to_one_graph(training, dtype):
         assert explained.graph_count == 1
         if dtype == torch.float32:
             torch.testing.assert_close(torch.compile(model, fullgraph=True)(x, y).loss, model(x, y).loss)
+
+
+def test_a_checkpoint_of_the_per_expert_layout_loads_into_the_stacks():
+    """Before the stacks, each expert was an MLP of its own (mlp.experts.<e>.c_fc.weight, ...): such a state,
+    written out here from a model's experts, loads into the stacked layout and gives the same logits."""
+    torch.manual_seed(0)
+    model = build_model(load_experiment("moe"), **TINY).eval()
+    old = {}
+    for name, value in model.state_dict().items():
+        prefix, _, field = name.rpartition(".mlp.")
+        if field not in ("c_fc_weight", "c_proj_weight", "c_fc_bias", "c_proj_bias"):
+            old[name] = value
+            continue
+        layer, kind = field.rsplit("_", 1)
+        for e, part in enumerate(value if kind == "weight" else value.view(8, -1)):
+            old[f"{prefix}.mlp.experts.{e}.{layer}.{kind}"] = part.clone()
+    assert "transformer.h.0.mlp.experts.7.c_proj.bias" in old and "transformer.h.0.mlp.c_fc_weight" not in old
+    fresh = build_model(load_experiment("moe"), **TINY).eval()
+    fresh.load_state_dict(old)  # strict
+    idx = torch.randint(0, TINY["vocab_size"], (2, 12))
+    assert torch.equal(fresh(idx).logits, model(idx).logits)

@@ -157,6 +157,21 @@ def test_a_checkpoint_whose_weights_no_longer_fit_a_user_class_is_refused(tmp_pa
         load_model(tmp_path / "log" / "model_00001.pt")
 
 
+@pytest.mark.slow
+def test_a_checkpoint_whose_optimizer_state_no_longer_fits_is_refused(tmp_path, capsys):
+    """The weights fit (the same names and shapes) but the parameters the optimizer holds changed (here one
+    frozen; a layout that stacks what were separate parameters is another case): one error, naming the way out."""
+    exp = tmp_path / "mine.py"
+    exp.write_text(MLP_V1)
+    args = ["--experiment", str(exp), *SMOKE, "--max-steps", "2", "--log-dir", str(tmp_path / "log")]
+    assert main([*args, "train.stop_at=1"]) == 0
+    exp.write_text(MLP_V1.replace("    pass", "    def __init__(self, config):\n        super().__init__(config)\n"
+                                  "        self.c_fc.bias.requires_grad_(False)"))
+    capsys.readouterr()
+    refused(capsys, [*args, "--resume", "auto", "train.allow_source_change=true"],
+            "the checkpoint's optimizer state does not fit the parameters", "--init-from CHECKPOINT")
+
+
 def test_a_preset_that_replaces_an_experiment_files_setting_says_so(tmp_path, capsys):
     from gptlab.training.planning import plan_run
     exp = tmp_path / "hot.py"

@@ -60,14 +60,16 @@ def test_muon_takes_the_blocks_matrices_and_adamw_the_rest_in_every_experiment()
         optimizer = Muon(model, TrainingConfig())
         ids = {id(p): n for n, p in model.named_parameters()}
         groups = {k: {ids[id(p)] for p in ps} for k, ps in optimizer.groups().items()}
+        groups["muon"] |= groups.pop("muon_stacked", set())  # a stack of matrices (MoE's experts): each one's Muon
+        assert set(groups) == {"muon", "adamw"}
         assert groups["muon"].isdisjoint(groups["adamw"])
         assert groups["muon"] | groups["adamw"] == set(ids.values()), name  # each distinct parameter once
         for n in groups["muon"]:
-            assert n.startswith("transformer.h.") and model.get_parameter(n).dim() == 2, (name, n)
+            assert n.startswith("transformer.h.") and model.get_parameter(n).dim() >= 2, (name, n)
         assert "transformer.wte.weight" in groups["adamw"] and not any(".ln_" in n for n in groups["muon"])
         assert not any(n.endswith(".bias") for n in groups["muon"])
         named = {"mla": ["transformer.h.0.attn.wkv_a.weight", "transformer.h.0.attn.wkv_b.weight"],
-                 "moe": ["transformer.h.0.mlp.experts.3.c_fc.weight"],
+                 "moe": ["transformer.h.0.mlp.c_fc_weight", "transformer.h.0.mlp.c_proj_weight"],
                  "qknorm": ["transformer.h.0.attn.c_attn.weight"]}.get(name, ["transformer.h.1.attn.c_proj.weight"])
         assert set(named) <= groups["muon"], (name, sorted(groups["muon"]))
     moe = Muon(tiny_model("moe"), TrainingConfig())
