@@ -29,7 +29,7 @@ FROZEN = {
     "status": {"--json", "dir"},
     "report": {"--baseline", "--detect", "--law", "--no-figures", "--out", "dirs"},
     "plot": {"arguments"},
-    "bench": {"--batch", "--compile", "--device", "--dtype", "--experiments", "--json", "--new-tokens",
+    "bench": {"--batch", "--compile", "--device", "--dtype", "--experiments", "--fixed-cost", "--json", "--new-tokens",
               "--no-generation", "--seq-len", "--sizes", "--steps", "--warmup"},
     "eval-lengths": {"--device", "--factors", "--tokens", "path"},
     "export": {"--dtype", "--list", "checkpoint", "out_dir"},

@@ -8,13 +8,17 @@ against this device's measured matmul peak.
 For each size: the matmul peak is measured in the dtype in use; every model is built and
 warmed up; then all are timed together, one step each in turn (the order rotated every
 round), so that noise from elsewhere on the machine hits them alike. Printed and written as
-JSON: tokens/s (median, and the interquartile range over steps), the ratio to the plain
-GPT-2's tokens/s, FLOP/s and its ratio to the baseline's (a variant that does more
-arithmetic is not slower for it), MFU against the measured peak and against the data
+JSON: tokens/s (the fastest of the timed steps, the step least disturbed by the rest of the
+machine; the median beside it), the ratio to the plain GPT-2's tokens/s, FLOP/s and its ratio
+to the baseline's (a variant that does more arithmetic is not slower for it), each ratio with
+the same ratio from the even and from the odd rounds alone (two half-length benchmarks in one:
+how far a repeated run would move it), MFU against the measured peak and against the data
 sheet's (known GPUs, bf16), the share of the step spent waiting for data, peak memory
 (CUDA); then cached and uncached generation tokens/s and KV-cache bytes per token.
 FLOPs per token come from the formula of the run records (gptlab.models.flops); the
-reference's from the PaLM/nanoGPT closed formula, an independent check of it.
+reference's from the PaLM/nanoGPT closed formula, an independent check of it. Last, a run's
+fixed cost: a fresh 1-step smoke run's seconds to its first step and to its end
+(gptlab.bench.startup; --fixed-cost only|no).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from gptlab.bench import generation, peak, steps
+from gptlab.bench import generation, peak, startup, steps
 from gptlab.bench.reference import PlainGPT2
 from gptlab.core.config import ConfigError, divisors, replace_config
 from gptlab.core.experiment import ExperimentError, available_experiments, load_experiment
@@ -35,6 +39,7 @@ from gptlab.models.gpt import build_gpt
 from gptlab.modules.mlp import MLP
 from gptlab.modules.moe import MoE
 from gptlab.paths import BENCH_ROOT
+from gptlab.training.distributed import cpu_name
 
 REFERENCE = "plain GPT-2"
 DEFAULT_EXPERIMENTS = ["baseline", "rope", "alibi", "gqa", "mla", "swiglu"]  # one of each family; all: --experiments all
@@ -59,10 +64,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     p.add_argument("--dtype", choices=sorted(DTYPES), help="autocast dtype (default: bf16 on CUDA, fp32 on a CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile every model, the reference's too")
-    p.add_argument("--steps", type=int, help="timed steps per model (default: 3 on a CPU, 20 on a GPU)")
+    p.add_argument("--steps", type=int, help="timed steps per model (default: 12 on a CPU, 20 on a GPU)")
     p.add_argument("--warmup", type=int, help="untimed steps per model first (default: 1, 3 with --compile)")
     p.add_argument("--no-generation", action="store_true", help="skip the generation measurements")
     p.add_argument("--new-tokens", type=int, help="tokens generated per measurement (default: 16 on a CPU, 128 on a GPU)")
+    p.add_argument("--fixed-cost", choices=["yes", "no", "only"], default="yes",
+                   help="measure a fresh 1-step smoke run's time to its first step and to its end, 3 times (only: "
+                        "that alone)")
     p.add_argument("--json", type=Path, help=f"where to write the results (default: a new file in {BENCH_ROOT})")
     return p
 
@@ -168,26 +176,37 @@ def ratio(value: float | None, base: float | None) -> str:
     return f"{value / base:.2f}x" if value and base else "-"
 
 
+def ratio_with_halves(row: dict, base: dict | None, key: str = "tokens_per_second", per_token: bool = False) -> str:
+    """row's fastest over base's, with the same ratio from the even rounds and from the odd rounds alone; per_token:
+    of FLOP/s (tokens/s times each one's FLOPs per token)."""
+    if not base:
+        return "-"
+    scale = row["flops_per_token"] / base["flops_per_token"] if per_token else 1.0
+    halves = [a / b * scale for a, b in zip(row[f"{key}_halves"], base[f"{key}_halves"])]
+    return f"{row[key] / base[key] * scale:.2f}x ({min(halves):.2f}-{max(halves):.2f})"
+
+
 def format_training(rows: list[dict]) -> str:
     ref = next((r for r in rows if r["name"] == REFERENCE and "error" not in r), None)
     base = next((r for r in rows if r["name"] == "baseline" and "error" not in r), None)
-    head = ("| model | params | FLOPs/token | tok/s | IQR | vs plain GPT-2 | FLOP/s | FLOP/s vs baseline | "
+    steps_timed = next((r["steps"] for r in rows if "error" not in r), 0)
+    head = ("| model | params | FLOPs/token | tok/s | median | vs plain GPT-2 | FLOP/s | FLOP/s vs baseline | "
             "MFU (measured peak) | MFU (data sheet) | data wait | peak memory |")
-    lines = ["training steps (forward, backward, clip, the experiment's optimizer: AdamW unless named; FLOPs/token "
-             "include an optimizer's own matmuls):", head, "|" + "---|" * (head.count("|") - 1)]
+    lines = [f"training steps (forward, backward, clip, the experiment's optimizer: AdamW unless named; FLOPs/token "
+             f"include an optimizer's own matmuls). tok/s and FLOP/s: the fastest of {steps_timed} interleaved steps; "
+             f"a ratio's (range): the same ratio from the even and from the odd rounds alone, what a repeated run "
+             f"would move it by:", head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         if "error" in r:
             lines.append(f"| {r['name']} | error: {r['error']} |" + " |" * 10)
             continue
-        q1, q3 = r["tokens_per_second_iqr"]
         sheet = f"{100 * r['mfu_data_sheet']:.1f}%" if r["mfu_data_sheet"] is not None else "-"
         memory = f"{r['peak_memory_bytes'] / 2 ** 30:.2f} GiB" if r["peak_memory_bytes"] is not None else "-"
         name = r["name"] + (f" ({r['optimizer']})" if r.get("optimizer") not in (None, "AdamW") else "")
         lines.append(f"| {name} | {r['params'] / 1e6:.2f}M | {r['flops_per_token'] / 1e6:.1f}M | "
-                     f"{r['tokens_per_second']:,.0f} | {q1:,.0f}-{q3:,.0f} | "
-                     f"{ratio(r['tokens_per_second'], ref and ref['tokens_per_second'])} | "
-                     f"{flops_text(r['flops_per_second'])} | "
-                     f"{ratio(r['flops_per_second'], base and base['flops_per_second'])} | "
+                     f"{r['tokens_per_second']:,.0f} | {r['tokens_per_second_median']:,.0f} | "
+                     f"{ratio_with_halves(r, ref)} | {flops_text(r['flops_per_second'])} | "
+                     f"{ratio_with_halves(r, base, per_token=True)} | "
                      f"{100 * r['mfu_measured_peak']:.1f}% | {sheet} | {100 * r['data_wait_share']:.1f}% | {memory} |")
     return "\n".join(lines)
 
@@ -232,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             load_experiment(name)  # a misspelt name stops here, before anything is measured
         sizes = args.sizes or (["gpt2"] if device.type == "cuda" else ["cpu", "cpu-blocks"])
         dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
-        args.steps = args.steps or (20 if device.type == "cuda" else 3)
+        args.steps = args.steps or (20 if device.type == "cuda" else 12)
         args.new_tokens = args.new_tokens or (128 if device.type == "cuda" else 16)
         json_path = args.json or new_json_path()
         if json_path.exists():
@@ -243,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"{cpu_name()}, {torch.get_num_threads()} threads")
     say = lambda text="": print(text, flush=True)  # noqa: E731
     interactive = sys.stdout.isatty()
 
@@ -252,13 +272,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\r  {text:<60}", end="" if text else "\r", flush=True)
     say(f"# gptlab bench: {name}, torch {torch.__version__}, {str(dtype).removeprefix('torch.')}"
         f"{' autocast' if dtype != torch.float32 else ''}, {'compiled' if args.compile else 'eager'}, "
-        f"{args.steps} timed steps per model, interleaved")
+        f"{args.steps} timed steps per model, interleaved; each figure the fastest step")
     results = []
-    for label in sizes:
+    for label in sizes if args.fixed_cost != "only" else []:
         size = {**SIZES[label], **{k: v for k, v in (("batch", args.batch), ("seq_len", args.seq_len)) if v}}
         results.append(run_size(label, size, args, device, dtype, say, progress))
     report = {"device": name, "torch": torch.__version__, "dtype": str(dtype).removeprefix("torch."),
               "compile": args.compile, "time": dt.datetime.now().isoformat(timespec="seconds"), "sizes": results}
+    if args.fixed_cost != "no":
+        progress("fixed cost: 3 fresh 1-step smoke runs")
+        report["fixed_cost"] = startup.measure("baseline", 3, [] if device.type == "cuda" else ["--device", "cpu"])
+        progress("")
+        say("\n" + startup.format_startup(report["fixed_cost"]))
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     say(f"\nwritten: {json_path}")
     return 0

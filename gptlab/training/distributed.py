@@ -178,6 +178,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def process_seconds() -> float | None:
+    """Seconds since this process started (Linux: its start time in /proc against the uptime, to 10 ms), the
+    interpreter's start and its imports included; None where the system does not say."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - start_ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def cpus_available() -> int:
     """The CPUs this process may run on (its affinity mask where the system has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

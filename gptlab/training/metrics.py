@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import torch
 
-from gptlab.training.distributed import Dist, peak_flops
+from gptlab.training.distributed import Dist, peak_flops, process_seconds
 from gptlab.training.logger import RunLog
 from gptlab.training.preemption import Preempted
 from gptlab.training.record import RunRecord
@@ -71,6 +71,10 @@ class Metrics:
         values = {"train": loss, "lr": lr, "norm": norm, "tok_per_sec": round(self.tokens_per_step / seconds)}
         if clipped_norm is not None:
             values["norm_clipped"] = clipped_norm
+        if not self.step_seconds and (age := process_seconds()) is not None:
+            # this process's fixed cost: from its start (Python, imports, data, model, the first evaluation) to the
+            # start of its first step
+            values["startup"] = round(age - seconds, 2)
         values.update({f"train_{name}": value for name, value in extras.items()})
         shown = f"{norm:.4f}" + (f" (clipped {clipped_norm:.4f})" if clipped_norm is not None else "")
         console = (f"step {step:5d} | loss {loss:.6f} | lr {lr:.4e} | norm {shown} | dt {seconds * 1000:.1f}ms | "

@@ -55,7 +55,7 @@ def test_models_are_interleaved_in_a_rotating_order(monkeypatch):
 def test_bench_prints_and_writes_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["--experiments", "baseline", "mla", "gqa", "--sizes", "cpu-blocks", "--batch", "2", "--seq-len", "24",
-            "--steps", "2", "--new-tokens", "3", "--json", str(out)]
+            "--steps", "2", "--new-tokens", "3", "--fixed-cost", "no", "--json", str(out)]
     assert cli.main(args) == 0
     printed = capsys.readouterr().out
     assert "| plain GPT-2 |" in printed and "| mla |" in printed and "cached tok/s" in printed
@@ -66,6 +66,7 @@ def test_bench_prints_and_writes_every_figure(tmp_path, capsys):
     assert list(rows) == ["plain GPT-2", "baseline", "mla", "gqa"]
     for r in rows.values():
         assert r["steps"] == 2 and r["flops_per_second"] == pytest.approx(r["flops_per_token"] * r["tokens_per_second"])
+        assert r["tokens_per_second"] == max(r["tokens_per_second_halves"]) >= r["tokens_per_second_median"]
         assert r["mfu_measured_peak"] == pytest.approx(r["flops_per_second"] / size["matmul_peak"]["flops"])
         assert 0 <= r["data_wait_share"] < 1 and r["peak_memory_bytes"] is None  # no CPU allocator statistics
     assert "generation" not in rows["plain GPT-2"]
@@ -77,3 +78,31 @@ def test_bench_prints_and_writes_every_figure(tmp_path, capsys):
     assert cli.main(args) == 2 and "exists" in capsys.readouterr().err  # never written over
     assert cli.main(["--experiments", "basline", "--json", str(tmp_path / "x.json")]) == 2
     assert "basline" in capsys.readouterr().err and not (tmp_path / "x.json").exists()
+
+
+def test_each_figure_is_the_fastest_step_and_each_ratio_comes_with_its_two_halves():
+    """Steps of 1, 2, 4, 8 s (rounds 0-3) for 100 tokens: the fastest is 100 tok/s; the even rounds' fastest 100,
+    the odd rounds' 50. Against a baseline of 2 s a step throughout (50 tok/s): 2.00x, and 1.00x-2.00x from the
+    halves."""
+    row = steps.Contender("v", torch.nn.Linear(1, 1), None, 10, step_seconds=[1.0, 2.0, 4.0, 8.0],
+                          data_seconds=[0.0] * 4).result(100, {"flops": 1e9}, None)
+    base = steps.Contender("baseline", torch.nn.Linear(1, 1), None, 5, step_seconds=[2.0] * 4,
+                           data_seconds=[0.0] * 4).result(100, {"flops": 1e9}, None)
+    assert row["tokens_per_second"] == 100 and row["tokens_per_second_halves"] == [100, 50]
+    assert row["tokens_per_second_median"] == pytest.approx(37.5)  # of 100, 50, 25, 12.5
+    assert cli.ratio_with_halves(row, base) == "2.00x (1.00-2.00)"
+    assert cli.ratio_with_halves(row, base, per_token=True) == "4.00x (2.00-4.00)"  # twice the FLOPs a token
+
+
+@pytest.mark.long  # three fresh processes, about 25 s
+def test_the_fixed_cost_of_a_fresh_run_is_measured_from_its_process_start(tmp_path, capsys):
+    """A fresh 1-step smoke run logs its age at its first step; the bench times the whole process around it."""
+    out = tmp_path / "bench.json"
+    assert cli.main(["--fixed-cost", "only", "--device", "cpu", "--json", str(out)]) == 0
+    cost = json.loads(out.read_text())["fixed_cost"]
+    assert cost["repeats"] == 3 and len(cost["runs"]) == 3
+    for run in cost["runs"]:
+        assert 0.3 < run["first_step"] < run["total"]  # Python and torch's import alone take longer than 0.3 s
+    assert cost["first_step"]["fastest"] == min(r["first_step"] for r in cost["runs"])
+    printed = capsys.readouterr().out
+    assert "process start to the first training step:" in printed and "fastest of 3 fresh processes" in printed
