@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
 from gptlab.core.config import GPTConfig, divisors
+from gptlab.modules.norm import RMSNorm
 from gptlab.modules.position import PositionEncoding
 
 
@@ -193,8 +194,8 @@ class QKNormAttention(BaseAttention):
 
     def __init__(self, config: GPTConfig):
         super().__init__(config)
-        self.q_norm = nn.RMSNorm(self.head_dim, eps=self.norm_eps)
-        self.k_norm = nn.RMSNorm(self.head_dim, eps=self.norm_eps)
+        self.q_norm = RMSNorm(self.head_dim, eps=self.norm_eps)
+        self.k_norm = RMSNorm(self.head_dim, eps=self.norm_eps)
 
     def normalize_qk(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         return self.q_norm(q), self.k_norm(k)
@@ -255,12 +256,12 @@ class MLAAttention(Attention):
         qk_head_dim = self.qk_nope_head_dim + self.qk_rope_head_dim
         if self.q_lora_rank:  # queries from their own latent (eq. 12-13)
             self.wq_a = nn.Linear(config.n_embd, config.q_lora_rank, bias=False)
-            self.q_norm = nn.RMSNorm(config.q_lora_rank, eps=self.norm_eps)
+            self.q_norm = RMSNorm(config.q_lora_rank, eps=self.norm_eps)
             self.wq_b = nn.Linear(config.q_lora_rank, self.n_head * qk_head_dim, bias=False)
         else:
             self.wq = nn.Linear(config.n_embd, self.n_head * qk_head_dim, bias=False)
         self.wkv_a = nn.Linear(config.n_embd, self.kv_lora_rank + self.qk_rope_head_dim, bias=False)
-        self.kv_norm = nn.RMSNorm(self.kv_lora_rank, eps=self.norm_eps)
+        self.kv_norm = RMSNorm(self.kv_lora_rank, eps=self.norm_eps)
         self.wkv_b = nn.Linear(self.kv_lora_rank, self.n_head * (self.qk_nope_head_dim + self.v_head_dim), bias=False)
         self.c_proj = nn.Linear(self.n_head * self.v_head_dim, config.n_embd, bias=config.bias)
         self.dropout = config.dropout

@@ -177,24 +177,34 @@ class RoPE(PositionEncoding):
     def __init__(self, config: GPTConfig, rotary_dim: int):
         super().__init__(config, rotary_dim)
         self.theta, self.rotary_dim = config.rope_theta, rotary_dim
-        self.register_buffer("cos", self.angles(config.block_size).cos().float(), persistent=False)
-        self.register_buffer("sin", self.angles(config.block_size).sin().float(), persistent=False)
+        cos, sin = self.tables(config.block_size)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     def angles(self, n_positions: int) -> Tensor:
         """pos * theta^(-2i/d) for pos < n_positions, in float64: (n_positions, d/2)."""
         inv_freq = self.theta ** (-torch.arange(0, self.rotary_dim, 2, dtype=torch.float64) / self.rotary_dim)
         return torch.outer(torch.arange(n_positions, dtype=torch.float64), inv_freq)
 
+    def tables(self, n_positions: int) -> tuple[Tensor, Tensor]:
+        """(n_positions, d) float32: cos of each pair's angle on both of its dimensions, and its sin, negated on
+        the pair's first: the rotation of `rotate` as two elementwise products."""
+        angles = self.angles(n_positions)
+        cos, sin = angles.cos().float(), angles.sin().float()
+        return cos.repeat_interleave(2, dim=-1), torch.stack((-sin, sin), dim=-1).flatten(-2)
+
     def extend(self, n_positions: int) -> None:
-        cos = grown(self.cos, n_positions, lambda n: self.angles(n).cos().float())
+        cos = grown(self.cos, n_positions, lambda n: self.tables(n)[0])
         if cos is not None:
-            self.cos, self.sin = cos, grown(self.sin, n_positions, lambda n: self.angles(n).sin().float())
+            self.cos, self.sin = cos, grown(self.sin, n_positions, lambda n: self.tables(n)[1])
 
     def rotate(self, x: Tensor, pos: Tensor) -> Tensor:
-        cos, sin = self.cos[pos], self.sin[pos]  # (T, D/2)
-        x_even, x_odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)  # rotate in float32, as under bf16
-        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-        return rotated.flatten(-2).type_as(x)
+        """Each pair (x_2i, x_2i+1) to (x_2i cos - x_2i+1 sin, x_2i+1 cos + x_2i sin): x * cos + x' * sin with
+        x' the pairs swapped (x_2i+1, x_2i) and the sin table negated on each pair's first (bitwise the pair-by-
+        pair products and sums, in three elementwise passes instead of a split, four products and a stack)."""
+        x32 = x.float()  # rotate in float32, as under bf16
+        swapped = x32.unflatten(-1, (-1, 2)).flip(-1).flatten(-2)
+        return (x32 * self.cos[pos] + swapped * self.sin[pos]).type_as(x)
 
 
 def alibi_slopes(n_head: int) -> Tensor:

@@ -122,3 +122,20 @@ def test_sinusoidal_token_and_position_signals_are_comparable_at_initialisation(
         token_signal = enc(tokens, pos) - position_signal
     ratio = rms(token_signal) / rms(position_signal)
     assert 0.3 < ratio < 3, (rms(token_signal), rms(position_signal))
+
+
+def test_rope_rotates_each_pair_bitwise_as_the_pairwise_formula_forward_and_backward():
+    """(x_2i, x_2i+1) -> (x_2i cos - x_2i+1 sin, x_2i sin + x_2i+1 cos): written pair by pair here, in the same float32
+    products and sums; the elementwise form must give the same bits, and the same gradients."""
+    rope = RoPE(GPTConfig(block_size=32, n_embd=64, n_head=4), rotary_dim=16)
+    angles = rope.angles(32)
+    cos, sin = angles.cos().float(), angles.sin().float()
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 32, 16, requires_grad=True)
+    pos = torch.arange(32)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    want = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
+    got = rope.rotate(x, pos)
+    assert torch.equal(got, want)
+    grad = torch.randn_like(got)
+    assert torch.equal(torch.autograd.grad(got, x, grad)[0], torch.autograd.grad(want, x, grad)[0])
