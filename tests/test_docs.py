@@ -549,8 +549,9 @@ class Sandbox:
                 name = Path(self.option(args, "--experiment") or "baseline").stem
                 seed = self.option(args, "--seed")
                 args += ["--log-dir", str(self.root / "log_train" / name / (f"seed{seed}" if seed else "log"))]
-        if tool == "study" and "--help" not in args:
+        if tool == "study" and "--help" not in args and "--dry-run" not in args:  # a dry run as written
             args += TINY_TRAIN + TINY_STUDY
+        if tool == "study" and "--help" not in args:
             if "--out" not in args:
                 args += ["--out", str(self.root / "log_train" / "study")]
         if tool == "generate" and "--help" not in args:

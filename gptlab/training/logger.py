@@ -5,6 +5,7 @@ Only rank 0 writes. The file is appended to, never truncated."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 
@@ -56,10 +57,17 @@ def header_values(path: Path, key: str) -> list:
 
 
 def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """{key: [(step, value), ...]} of the numeric records in a log.txt; the last value
-    for a step wins (a resumed run repeats the steps after its checkpoint)."""
+    """{key: [(step, value), ...]} of the numeric records in a log.txt, as the run stands: a resumed attempt
+    (its `# run resumed from ... at step N` line) redoes the steps after N, so what the attempts before it
+    logged there is dropped, as the TensorBoard tracker's purge hides it (a record only an abandoned attempt
+    wrote, its `startup` or a val it reached before it died, is gone); the evaluation at N itself was logged
+    before N's checkpoint and stays. Otherwise the last value for a step wins (step N's train is logged again)."""
     series: dict[str, dict[int, float]] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
+        if line.startswith("# run resumed from ") and (resumed := RESUMED_AT.search(line)):
+            step = int(resumed.group(1))
+            series = {key: {s: v for s, v in values.items() if s <= step} for key, values in series.items()}
+            continue
         parts = line.split()
         if len(parts) != 3 or not parts[0].isdigit():
             continue
@@ -67,7 +75,10 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
             series.setdefault(parts[1], {})[int(parts[0])] = float(parts[2])
         except ValueError:
             continue
-    return {key: sorted(values.items()) for key, values in series.items()}
+    return {key: sorted(values.items()) for key, values in series.items() if values}
+
+
+RESUMED_AT = re.compile(r" at step (\d+)$")
 
 
 def ends_mid_line(path: Path) -> bool:

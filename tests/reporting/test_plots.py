@@ -28,6 +28,17 @@ def test_read_log_takes_numeric_records_and_the_last_value_of_a_repeated_step(tm
     assert series["val"] == [(0, 10.9), (2, 9.1)] and series["hella"] == [(2, 0.25)]
 
 
+def test_a_resumed_attempt_replaces_what_the_attempts_before_it_logged_after_its_step(tmp_path):
+    path = tmp_path / "log.txt"
+    path.write_text("# run started\n0 train 10.0\n0 startup 2.5\n1 train 9.0\n2 val 8.5\n2 train 8.0\n"
+                    "3 train 7.0\n4 val 6.5\n"  # then a crash before step 4's checkpoint
+                    "# run resumed from log/model_00002.pt at step 2\n2 train 8.25\n2 startup 3.0\n")
+    series = read_log(path)
+    assert series["train"] == [(0, 10.0), (1, 9.0), (2, 8.25)]  # step 3 was the abandoned attempt's
+    assert series["val"] == [(2, 8.5)]  # logged before step 2's checkpoint; step 4's is gone
+    assert series["startup"] == [(0, 2.5), (2, 3.0)]
+
+
 @pytest.mark.slow
 def test_plot_overlays_several_logs(tmp_path):
     pytest.importorskip("matplotlib")
