@@ -4,6 +4,8 @@ the current directory; what is printed is absolute."""
 import subprocess
 import sys
 
+import pytest
+
 from gptlab.paths import REPO_ROOT, missing
 
 
@@ -28,6 +30,7 @@ def test_runs_go_into_the_checkout_from_any_directory(tmp_path):
     assert default_log_dir("rope", 7) == REPO_ROOT / "log_train" / "rope" / "seed7"
 
 
+@pytest.mark.long
 def test_commands_work_from_the_directory_that_holds_a_checkout_named_gptlab(tmp_path):
     """A clone at ~/gptlab, the command typed in ~: `-m gptlab` took the clone's root for the package once a run had
     made its data/ (ModuleNotFoundError: gptlab.data.shards), in the command and in a study's runs."""

@@ -3,6 +3,8 @@ cluster (`eval "$(bash tools/slurm_cluster.sh up)"`, then `pytest -m slurm`), a 
 job array that ends with the numbers of the same study run locally, through a requeue in the
 middle of a run, a run that fails for its own reasons, resubmission and `gptlab status`."""
 
+import contextlib
+import io
 import json
 import shutil
 import subprocess
@@ -25,9 +27,21 @@ def study(*args, **kwargs):
                           cwd=REPO_ROOT, timeout=300, **kwargs)
 
 
+def status(*args) -> subprocess.CompletedProcess:
+    """`gptlab status ARGS` in this process (what it prints captured): the command reads files and asks SLURM,
+    and a fresh interpreter a call costs a second and a half of imports."""
+    from gptlab.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["status", *map(str, args)])
+        except SystemExit as exit_:
+            code = exit_.code
+    return subprocess.CompletedProcess(["gptlab", "status", *args], code, out.getvalue(), err.getvalue())
+
+
 def gptlab_status(root) -> dict[str, str]:
-    out = subprocess.run([sys.executable, "-m", "gptlab", "status", str(root), "--json"], capture_output=True,
-                         text=True, cwd=REPO_ROOT, timeout=120)
+    out = status(root, "--json")
     assert out.returncode == 0, out.stderr
     return {f"{r['experiment']} {r['seed']}": r for r in json.loads(out.stdout)}
 
@@ -147,14 +161,12 @@ def test_a_damaged_manifest_is_said_and_the_runs_own_files_still_shown(tmp_path,
     """A truncated manifest used to make status refuse everything: the runs' own files say what they did."""
     (tmp_path / "slurm").mkdir()
     (tmp_path / "slurm" / "manifest.json").write_bytes(manifest)
-    out = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
-                         cwd=REPO_ROOT, timeout=120)
+    out = status(tmp_path)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr  # no run at all: one error
     assert "manifest.json" in out.stderr and "move it away" in out.stderr
     from tests.reporting.runs import fake_run
     fake_run(tmp_path / "baseline" / "seed1337", "baseline", 1337, vals=(10.8, 8.0, 7.1), status="complete")
-    out = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
-                         cwd=REPO_ROOT, timeout=120)
+    out = status(tmp_path)
     assert out.returncode == 0 and "1 runs: 1 complete" in out.stdout, out.stdout + out.stderr
     assert "warning: " in out.stdout and "manifest.json" in out.stdout and "their SLURM jobs are unknown" in out.stdout
 
@@ -196,13 +208,11 @@ def test_status_of_a_local_study(tmp_path):
     assert [states[k]["state"] for k in ("baseline 1337", "rope 1337", "alibi 1337")] == [
         "complete", "stopped", "not started"]
     assert states["baseline 1337"]["val_loss"] == 7.1 and states["rope 1337"]["step"] == 20
-    table = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
-                           cwd=REPO_ROOT).stdout
+    table = status(tmp_path).stdout
     assert "3 runs: 1 complete, 1 stopped, 1 not started" in table and "log moved" in table
     (tmp_path / "baseline" / "seed1337" / "run.json").write_text("[]")  # damaged: rebuilt from log.txt, and said
     assert gptlab_status(tmp_path)["baseline 1337"]["state"] == "complete"
-    table = subprocess.run([sys.executable, "-m", "gptlab", "status", str(tmp_path)], capture_output=True, text=True,
-                           cwd=REPO_ROOT).stdout
+    table = status(tmp_path).stdout
     assert "  warning: " in table and "run.json" in table.split("  warning: ")[1]
 
 
@@ -251,8 +261,10 @@ def test_a_run_resumed_under_other_code_says_so_in_its_record_and_the_report(tmp
         fake_run(tmp_path / "baseline" / f"seed{seed}", "baseline", seed, vals=(10.8, 8.0, 7.1 + seed / 1e5),
                  status="complete", header={"environment": {"device": "cpu", "git_commit": "abc", "code": "c0de"}})
     changed = tmp_path / "baseline" / "seed1339" / "log.txt"
+    redone = [line for line in changed.read_text().splitlines(keepends=True)  # what the resumed attempt logs again
+              if line[0].isdigit() and (int(line.split()[0]) > 12 or line.startswith("12 train "))]
     changed.write_text(changed.read_text() + "# run resumed from x/model_00012.pt at step 12\n"
-                       '# environment {"device": "cpu", "git_commit": "abd", "code": "beef"}\n')
+                       '# environment {"device": "cpu", "git_commit": "abd", "code": "beef"}\n' + "".join(redone))
     (tmp_path / "baseline" / "seed1339" / "run.json").unlink()
     record = read_record(tmp_path / "baseline" / "seed1339")
     assert record["code_versions"] == [{"from_step": 0, "code": "c0de", "commit": "abc"},

@@ -219,6 +219,7 @@ def test_a_killed_study_takes_its_run_with_it_and_a_restart_continues_it(tmp_pat
         (plain / "run.json").read_text())["val_loss"]
 
 
+@pytest.mark.long
 def test_a_restarted_study_waits_for_its_run_still_alive_instead_of_failing_it(tmp_path):
     from gptlab.files import DirectoryLock
     run_dir = tmp_path / "rope" / "seed1337"

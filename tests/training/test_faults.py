@@ -136,7 +136,7 @@ def test_nightly_sees_a_refusal_through_torchrun(tmp_path):
     assert record.count("start:") == 1
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_nightly_says_a_stop_at_run_stopped_not_completed(tmp_path):
     loop = nightly(tmp_path, "--preset", "smoke", "--max-steps", "6", "train.stop_at=2", "train.num_samples=0",
                    "train.hellaswag=false")

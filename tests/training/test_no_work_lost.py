@@ -84,6 +84,7 @@ def test_resume_auto_never_starts_over_where_no_checkpoint_is_usable(tmp_path):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file() and p.name != ".lock"} == before
 
 
+@pytest.mark.long
 def test_the_log_of_an_attempt_that_never_trained_does_not_block_the_corrected_command(tmp_path):
     # what a run that failed before its first step leaves: a header, an evaluation, no step, no checkpoint
     (tmp_path / "log.txt").write_text('# run started\n# experiment {"name": "baseline"}\n0 val 10.8\n')
@@ -95,6 +96,7 @@ def test_the_log_of_an_attempt_that_never_trained_does_not_block_the_corrected_c
     assert [s for s, _ in read_log(tmp_path / "log.txt")["train"]] == [0, 1]
 
 
+@pytest.mark.long
 def test_a_diverged_run_writes_no_checkpoint_of_its_divergence(tmp_path):
     result = train("--log-dir", str(tmp_path), "--max-steps", "30", "train.eval_interval=2", "train.max_lr=1e12",
                    "train.warmup_steps=1", "train.max_bad_steps=100")

@@ -151,6 +151,7 @@ def test_a_non_finite_step_is_skipped_and_counted(tmp_path):
     assert "2 skipped_nonfinite 1" in (tmp_path / "run2" / "log.txt").read_text()
 
 
+@pytest.mark.long
 def test_consecutive_non_finite_steps_stop_the_run_keeping_the_last_checkpoint(tmp_path, capsys):
     exp = tmp_path / "diverge.py"
     exp.write_text(textwrap.dedent(FLAKY.format(first=17, last=10**9)))  # from step 4 on
