@@ -42,8 +42,8 @@ COMMANDS = {
     "generate": Command("gptlab.generate", "text from a checkpoint, a run's newest checkpoint, or OpenAI's GPT-2"),
     "check": Command("gptlab.cli", "build and call an experiment's components on a tiny input",
                      main="check", parser="check_parser"),
-    "coordcheck": Command("gptlab.evaluation.coordcheck", "the coordinate check across widths, and the learning-rate "
-                          "transfer, under each parametrization"),
+    "coordcheck": Command("gptlab.evaluation.coordcheck", "the coordinate check across widths (and depths), and the "
+                          "learning-rate transfer, under each parametrization"),
 }
 
 

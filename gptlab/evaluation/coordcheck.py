@@ -1,9 +1,12 @@
 """The coordinate check (Yang et al. 2022, "Tensor Programs V", fig. 5; the `mup` package's coord_check and
 nanoGPT-mup's): the size of a model's activations after each of its first training steps, across widths. Under
 muP the size of every quantity stays the same as the width grows; under the standard parametrization some grow
-(the logits and the attention outputs first), which is why a rate tuned small does not hold large.
+(the logits and the attention outputs first), which is why a rate tuned small does not hold large. Across depths
+(Dey et al. 2025, CompleteP, its depth-wise coordinate check): the residual stream after the last block and how far
+training moved it; under CompleteP flat as blocks are added, under the standard parametrization growing.
 
     gptlab coordcheck EXPERIMENT [--parametrization standard mup] [--widths 48,96,192,384] [--steps 8]
+    gptlab coordcheck EXPERIMENT --depths 2,4,8,16       # and across depths, standard and CompleteP
 
 Each width is the experiment's own model, 2 layers, heads of `head_size` (n_head = width / head_size, so a
 component's width rule applies as on a ladder), a 512-token vocabulary and one fixed batch of random tokens,
@@ -11,7 +14,8 @@ trained by its AdamW at a fixed rate; muP's base width is the smallest. Measured
 absolute value of the token embedding's output, of every block's attention and MLP outputs (before CompleteP's
 branch multiplier; averaged over the blocks) and of the logits, at the initialisation and after each step.
 The verdict reads each quantity's slope of log size against log width after the last step: below FLAT in
-magnitude is flat.
+magnitude is flat. The depth check (measure_depth) holds the width at 64 and grows the depth, CompleteP's base
+depth the smallest, and reads the same slope against log depth.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import torch
 QUANTITIES = ("embedding", "attention", "mlp", "logits")
 FLAT = 0.4  # |slope| of log size in log width under which a quantity counts as flat (measured: muP 0.28 at most)
 WIDTHS = (48, 96, 192, 384)  # 8x; n_head 3 to 24 at heads of 16, so a group of three K/V heads fits every width
+DEPTH_QUANTITIES = ("residual", "residual change", "logits")
+DEPTHS = (2, 4, 8, 16)  # 8x, at width DEPTH_WIDTH
+DEPTH_WIDTH = 48  # n_head 3 at heads of 16: every shipped attention's head and group rules fit
 
 
 def measure(experiment, parametrization: str, widths=WIDTHS, steps: int = 8, lr: float = 3e-3, head_size: int = 16,
@@ -76,28 +83,72 @@ def measure(experiment, parametrization: str, widths=WIDTHS, steps: int = 8, lr:
     return sizes
 
 
+def measure_depth(experiment, parametrization: str, depths=DEPTHS, steps: int = 8, lr: float = 3e-3,
+                  width: int = DEPTH_WIDTH, head_size: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
+    """{quantity: array (steps + 1, depths)} across depths at one width: the mean absolute value of the residual
+    stream after the last block (the input of the final norm), of its change since the initialisation (what
+    training added: with the blocks' updates summed over the depth, it is what grows), and of the logits."""
+    from gptlab.core.config import GPTConfig, TrainingConfig, replace_config
+    from gptlab.models.gpt import build_gpt
+    from gptlab.models.parametrization import resized
+    from gptlab.optim import optimizer_class
+    classes = experiment.components()
+    own = replace_config(experiment.model_config, block_size=32, vocab_size=512, dropout=0.0)
+    sizes = {q: np.zeros((steps + 1, len(depths))) for q in DEPTH_QUANTITIES}
+    for j, depth in enumerate(depths):
+        config = resized(own, classes, n_layer=depth, n_embd=width, n_head=max(1, width // head_size))
+        if "moe_capacity_factor" in getattr(classes["mlp_class"], "config_fields", ()):
+            config = replace_config(config, moe_capacity_factor=0.0)
+        if parametrization != "standard":
+            config = dataclasses.replace(config, parametrization=parametrization, base_width=width,
+                                         base_depth=depths[0])
+        torch.manual_seed(seed)
+        model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
+        optimizer = optimizer_class(experiment.optimizer_class)(model, TrainingConfig(max_lr=lr, weight_decay=0.0))
+        data = torch.randint(0, 512, (8, 33), generator=torch.Generator().manual_seed(seed))
+        x, y = data[:, :-1], data[:, 1:]
+        seen: list[torch.Tensor] = []
+        hook = model.transformer.ln_f.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
+        for t in range(steps + 1):
+            seen.clear()
+            out = model(x, y)
+            residual = seen[-1]
+            if t == 0:
+                start = residual
+            sizes["residual"][t, j] = residual.abs().mean().item()
+            sizes["residual change"][t, j] = (residual - start).abs().mean().item()
+            sizes["logits"][t, j] = out.logits.detach().abs().mean().item()
+            if t < steps:
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                optimizer.step()
+        hook.remove()
+    return sizes
+
+
 def slopes(sizes: dict[str, np.ndarray], widths=WIDTHS) -> dict[str, float]:
-    """Each quantity's slope of log size against log width, after the last step."""
+    """Each quantity's slope of log size against log width (or depth), after the last step."""
     x = np.log(widths)
     return {q: float(np.polyfit(x, np.log(v[-1]), 1)[0]) for q, v in sizes.items()}
 
 
-def verdict(found: dict[str, float]) -> str:
+def verdict(found: dict[str, float], axis: str = "width") -> str:
     grow = {q: s for q, s in found.items() if abs(s) >= FLAT}
     if not grow:
-        return f"flat: every quantity's size changes less than width^{FLAT} across the widths"
-    return "grows with the width: " + ", ".join(f"{q} ~ width^{s:+.2f}" for q, s in grow.items())
+        return f"flat: every quantity's size changes less than {axis}^{FLAT} across the {axis}s"
+    return f"grows with the {axis}: " + ", ".join(f"{q} ~ {axis}^{s:+.2f}" for q, s in grow.items())
 
 
-def figure(results: dict[str, dict[str, np.ndarray]], widths, path: Path, title: str) -> Path:
+def figure(results: dict[str, dict[str, np.ndarray]], widths, path: Path, title: str, axis: str = "width") -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(len(results), len(QUANTITIES), figsize=(3.6 * len(QUANTITIES), 3.2 * len(results)),
+    quantities = list(next(iter(results.values())))
+    fig, axes = plt.subplots(len(results), len(quantities), figsize=(3.6 * len(quantities), 3.2 * len(results)),
                              squeeze=False)
     for row, (parametrization, sizes) in enumerate(results.items()):
         found = slopes(sizes, widths)
-        for col, q in enumerate(QUANTITIES):
+        for col, q in enumerate(quantities):
             ax = axes[row][col]
             for t in range(sizes[q].shape[0]):
                 ax.plot(widths, sizes[q][t], "o-", color=f"C{t}", markersize=3, linewidth=1,
@@ -105,7 +156,7 @@ def figure(results: dict[str, dict[str, np.ndarray]], widths, path: Path, title:
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_title(f"{parametrization}: {q} (slope {found[q]:+.2f})", fontsize=9)
-            ax.set_xlabel("width", fontsize=8)
+            ax.set_xlabel(axis, fontsize=8)
             ax.grid(alpha=0.3, which="both")
             if col == 0:
                 ax.set_ylabel("mean |activation|", fontsize=8)
@@ -207,10 +258,15 @@ def transfer_figure(results: dict[str, dict], path: Path, title: str) -> Path:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gptlab coordcheck", description="The coordinate check: activation sizes across "
-                                "widths over the first training steps, under each parametrization.", allow_abbrev=False)
+                                "widths (and depths) over the first training steps, under each parametrization.",
+                                allow_abbrev=False)
     p.add_argument("experiment", help="a name in experiments/ or a path to a .py file")
-    p.add_argument("--parametrization", nargs="+", choices=["standard", "mup"], default=["standard", "mup"])
+    p.add_argument("--parametrization", nargs="+", choices=["standard", "mup", "completep", "mup+completep"],
+                   help="those compared (default: standard and mup across widths, standard and completep across "
+                        "depths)")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help=f"comma-separated (default {WIDTHS})")
+    p.add_argument("--depths", help=f"comma-separated, e.g. {','.join(map(str, DEPTHS))}: also check across depths at "
+                                    f"width {DEPTH_WIDTH} (CompleteP's check)")
     p.add_argument("--steps", type=int, default=8, help="training steps measured after the initialisation (default 8)")
     p.add_argument("--lr", type=float, default=3e-3, help="the optimizer's fixed rate (default 3e-3)")
     p.add_argument("--transfer", action="store_true",
@@ -220,25 +276,40 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def growing(text: str, flag: str, example, multiples: bool) -> tuple[int, ...]:
+    """Comma-separated sizes, two or more, growing (each a multiple of the first where `multiples`: a width
+    divides into heads as the base's does); else ValueError saying so."""
+    rule = ", each a multiple of the first" if multiples else ""
+    try:
+        sizes = tuple(int(w) for w in text.split(","))
+        if (len(sizes) >= 2 and sizes[0] > 0 and sorted(set(sizes)) == list(sizes)
+                and not (multiples and any(w % sizes[0] for w in sizes))):
+            return sizes
+    except ValueError:
+        pass
+    raise ValueError(f"{flag} {text}: give two or more growing {flag[2:]}{rule}, e.g. {','.join(map(str, example))}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     from gptlab.core.config import ConfigError
     from gptlab.core.experiment import ExperimentError, load_experiment
     from gptlab.paths import BENCH_ROOT
     try:
-        widths = tuple(int(w) for w in args.widths.split(","))
-        if len(widths) < 2 or sorted(widths) != list(widths) or any(w % widths[0] for w in widths):
-            raise ValueError
-    except ValueError:
-        print(f"error: --widths {args.widths}: give two or more growing widths, each a multiple of the first, e.g. "
-              f"48,96,192,384", file=sys.stderr)
+        widths = growing(args.widths, "--widths", WIDTHS, multiples=True)
+        depths = growing(args.depths, "--depths", DEPTHS, multiples=False) if args.depths else ()
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     if args.steps < 1 or not (math.isfinite(args.lr) and args.lr > 0):
         print("error: --steps must be 1 or more and --lr a positive number", file=sys.stderr)
         return 2
+    across_widths = args.parametrization or ["standard", "mup"]
+    across_depths = args.parametrization or ["standard", "completep"]
     try:
         experiment = load_experiment(args.experiment)
-        results = {p: measure(experiment, p, widths, args.steps, args.lr) for p in args.parametrization}
+        results = {p: measure(experiment, p, widths, args.steps, args.lr) for p in across_widths}
+        deep = {p: measure_depth(experiment, p, depths, args.steps, args.lr) for p in across_depths} if depths else {}
     except (ExperimentError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -246,11 +317,15 @@ def main(argv: list[str] | None = None) -> int:
         found = slopes(sizes, widths)
         print(f"{experiment.name} under {p}: " + ", ".join(f"{q} {s:+.2f}" for q, s in found.items()) +
               f" (slope of log size in log width after step {args.steps}); {verdict(found)}")
+    for p, sizes in deep.items():
+        found = slopes(sizes, depths)
+        print(f"{experiment.name} under {p}, across depths: " + ", ".join(f"{q} {s:+.2f}" for q, s in found.items()) +
+              f" (slope of log size in log depth after step {args.steps}); {verdict(found, 'depth')}")
     out = (args.out or BENCH_ROOT / "coordcheck").resolve()
     out.mkdir(parents=True, exist_ok=True)
     swept = {}
     if args.transfer:
-        for p in args.parametrization:
+        for p in across_widths:
             swept[p] = transfer(experiment, p)
             fits = swept[p]["fits"]
             said = "; ".join(f"width {w}: best x{(f.optimum or f.chosen):.2f}" + (f" ({f.flag})" if f.flag else "")
@@ -262,6 +337,12 @@ def main(argv: list[str] | None = None) -> int:
                       f"coordinate check of {experiment.name}: widths {widths[0]} to {widths[-1]}, 2 layers, "
                       f"{experiment.optimizer_class.__name__} at {args.lr:g} for {args.steps} steps")
         print(f"wrote {path}")
+        if deep:
+            path = figure(deep, depths, out / f"coordcheck_depth_{experiment.name}.png",
+                          f"coordinate check of {experiment.name} across depths: {depths[0]} to {depths[-1]} blocks, "
+                          f"width {DEPTH_WIDTH}, {experiment.optimizer_class.__name__} at {args.lr:g} for "
+                          f"{args.steps} steps", axis="depth")
+            print(f"wrote {path}")
         if swept:
             path = transfer_figure(swept, out / f"transfer_{experiment.name}.png",
                                    f"learning-rate transfer of {experiment.name}: widths {TRANSFER_WIDTHS[0]} and "
