@@ -89,17 +89,15 @@ def test_the_interval_covers_the_truth_about_90_percent_of_the_time_with_every_p
     assert 0.85 <= coverage(None, 60, 400) <= 0.95
 
 
-def test_the_report_of_a_ladders_runs_fits_the_law_and_says_each_variants_worth(tmp_path):
-    """Runs as a ladder writes them (<out>/<rung>/<experiment>/seed<N>, their study record naming the rung), with
-    losses from the known law: the report's ladder section and its two figures."""
-    pytest.importorskip("matplotlib")
-    from gptlab.reporting.report import write_report
+def ladder_runs(tmp_path, lr_of=lambda rung: {"mode": "shared"}) -> None:
+    """Runs as a ladder writes them (<out>/<rung>/<experiment>/seed<N>, their study record naming the rung and how
+    its rate was chosen), losses from the known law, rope worth 1.3x the baseline's compute."""
     from tests.reporting.runs import fake_run
     rng = np.random.default_rng(5)
     rungs = {"d1": 64, "d2": 128, "d3": 192, "d4": 256}
     for rung, width in rungs.items():
         steps = 50
-        ladder = {"root": str(tmp_path), "rung": rung, "rungs": list(rungs), "lr": {"mode": "shared"},
+        ladder = {"root": str(tmp_path), "rung": rung, "rungs": list(rungs), "lr": lr_of(rung),
                   "budget": {"rule": "tokens"}, "shape": {}, "index": 0}
         study = {"name": "lad", "baseline": "baseline", "experiments": ["baseline", "rope"], "differs": {},
                  "unfair": [], "ladder": ladder}
@@ -114,6 +112,14 @@ def test_the_report_of_a_ladders_runs_fits_the_law_and_says_each_variants_worth(
                          train={"total_batch_size": 1024, "micro_batch_size": 8, "sequence_length": 64,
                                 "val_tokens": 2048},
                          header={"flops_per_token": flops_per_token})
+
+
+def test_the_report_of_a_ladders_runs_fits_the_law_and_says_each_variants_worth(tmp_path):
+    """Runs as a ladder writes them (<out>/<rung>/<experiment>/seed<N>, their study record naming the rung), with
+    losses from the known law: the report's ladder section and its two figures."""
+    pytest.importorskip("matplotlib")
+    from gptlab.reporting.report import write_report
+    ladder_runs(tmp_path)
     text = write_report([tmp_path], tmp_path)
     assert "### Does it hold at scale? 4 rungs (d1, d2, d3, d4)" in text
     row = next(line for line in text.splitlines() if line.startswith("| rope | d4 |"))
@@ -122,3 +128,12 @@ def test_the_report_of_a_ladders_runs_fits_the_law_and_says_each_variants_worth(
     assert "A toy ladder" in text and "is worth" in text and "Extrapolated (an extrapolation" in text
     assert (tmp_path / "ladder_loss.png").is_file() and (tmp_path / "ladder_worth.png").is_file()
     assert (tmp_path / "study_curves_d1.png").is_file()  # each rung's own figures, named by the rung
+
+
+def test_a_transferred_ladder_says_which_rung_was_swept_and_which_took_its_rates(tmp_path):
+    from gptlab.reporting.report import write_report
+    ladder_runs(tmp_path, lambda rung: {"mode": "transfer", "swept": True} if rung == "d1" else
+                {"mode": "transfer", "swept": False, "from": "d1", "multipliers": {"baseline": 2.0, "rope": 1.41}})
+    text = write_report([tmp_path], tmp_path, figures=False)
+    assert ("d1 swept; d2 at the rates d1's sweep chose (baseline x2, rope x1.41); d3 at the rates d1's sweep chose "
+            "(baseline x2, rope x1.41)") in text

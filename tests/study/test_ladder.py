@@ -1,7 +1,6 @@
 """A ladder of sizes: its rungs, its budgets, each component's size on a rung, and the plan with its cost,
 against counts written out here."""
 
-import math
 
 import pytest
 
@@ -73,6 +72,29 @@ def test_a_rung_a_component_has_no_size_for_is_refused_in_words(tmp_path):
         plan_ladder(Study(["baseline", "rope"], preset="smoke", ladder="d2,d3", budget={"tokens_per_param": 0.001}))
     with pytest.raises(StudyError, match="a ladder sets n_layer at each rung"):
         plan_ladder(Study(["baseline", "rope"], preset="smoke", ladder="d2,d3", overrides=["model.n_layer=3"]))
+
+
+def test_under_transfer_the_smallest_rung_sweeps_and_every_other_trains_at_the_rate_chosen_there(tmp_path):
+    """--ladder-lr transfer under muP: the smallest rung is the base shape and the only one swept; the others
+    wait for its sweep, then train each experiment at its own rates times the multiplier its sweep chose."""
+    study = Study(["baseline", "muon"], seeds=1, preset="smoke", ladder="d2,d3,d4", lr_sweep=[0.5, 1.0, 2.0],
+                  ladder_lr="transfer", overrides=["model.parametrization=mup"], budget={"tokens_per_param": 0.05},
+                  out=str(tmp_path))
+    waiting = plan_ladder(study)
+    assert waiting[0].study.lr_sweep == [0.5, 1.0, 2.0] and waiting[0].lr == {"mode": "transfer", "swept": True}
+    assert [p.study for p in waiting[1:]] == [None, None]  # their rates are not known yet
+    assert all(p.lr == {"mode": "transfer", "swept": False, "from": "d2"} for p in waiting[1:])
+    # every rung under muP relative to the smallest: d2 is the base (128 wide, 2 deep), its rules all 1
+    assert waiting[2].entries["baseline"].model_fields["base_width"] == 128
+    assert waiting[2].entries["baseline"].model_fields["base_depth"] == 2
+
+    plans = plan_ladder(study, transferred={"baseline": 2.0, "muon": 0.5})
+    for plan in plans[1:]:
+        assert plan.study.lr_sweep == [] and plan.lr["multipliers"] == {"baseline": 2.0, "muon": 0.5}
+        baseline, muon = (plan.study.experiment_overrides[n] for n in ("baseline", "muon"))
+        assert "train.max_lr=0.006" in baseline  # the smoke preset's 3e-3, times 2
+        assert "train.max_lr=0.0015" in muon and "train.muon_lr=0.01" in muon  # and Muon's own 0.02, times 0.5
+        assert not any(o.startswith("train.muon_lr") for o in baseline)
 
 
 def test_mla_scales_a_latent_rank_it_sets_and_an_mlp_its_hidden_size():
