@@ -1,7 +1,6 @@
 """A ladder of sizes: its rungs, its budgets, each component's size on a rung, and the plan with its cost,
 against counts written out here."""
 
-
 import pytest
 
 from gptlab.study.ladder import plan_ladder, plan_text
