@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from gptlab.core.config import GPT2_VOCAB
 from gptlab.data.tokenizer import EOT
 from gptlab.modules import (BaseAttention, GQAAttention, LearnedPositionEncoding, MLAAttention, MLP, MQAAttention, NoPE,
-                            ReLUMLP, RMSNorm, RoPE, SiLUMLP, SinusoidalPositionalEncoding, SwiGLU)
+                            ReLUMLP, RMSNorm, RoPE, SiLUMLP, SinusoidalPositionalEncoding, SwiGLU, SwiGLUMoE)
 
 SLOTS = {"attention": "attention", "position": "position encoding", "mlp": "MLP", "norm": "norm"}
 # ungated MLPs by transformers' name of their activation (ACT2FN); gelu_pytorch_tanh is
@@ -53,8 +53,9 @@ class Family:
     shape: str  # in words, for the list of families
     config: Callable[[nn.Module], dict]
     weights: Callable[[nn.Module], dict[str, Tensor]]
+    limits: Callable[[nn.Module], list[str]] = lambda model: []  # what else of the model's the class cannot express
 
-    def problems(self, model) -> list[str]:
+    def mismatches(self, model) -> list[str]:
         """Every component of the model this class does not compute, one sentence each."""
         problems = []
         for slot, cls in components(model).items():
@@ -62,6 +63,10 @@ class Family:
                 names = ", ".join(c.__name__ for c in self.takes[slot])
                 problems.append(f"{SLOTS[slot]} {cls.__name__} ({self.hf_class} takes {names})")
         return problems
+
+    def problems(self, model) -> list[str]:
+        """What keeps this class from computing the model: its components, else its settings."""
+        return self.mismatches(model) or self.limits(model)
 
 
 # weights shared by every family
@@ -86,8 +91,9 @@ def halves(rows: Tensor, n_heads: int, head_dim: int) -> Tensor:
 
 
 def mlp_hidden(model) -> int:
+    """An MLP's hidden size (an expert's in a mixture)."""
     mlp = model.transformer.h[0].mlp
-    return mlp.c_proj.weight.size(1)
+    return mlp.c_proj_weight.size(-1) if isinstance(mlp, SwiGLUMoE) else mlp.c_proj.weight.size(1)
 
 
 def norm_eps(model) -> float:
@@ -228,20 +234,25 @@ def llama_config(model) -> dict:
 
 
 def llama_shell(model) -> dict[str, Tensor]:
-    """What Llama and DeepSeek-V2 name alike: the tied embedding, the norms and the SwiGLU MLPs;
-    each adds its attention."""
+    """What Llama, Mixtral and DeepSeek-V2 name alike: the tied embedding and the norms; each adds its attention
+    and its MLPs."""
     wte = real_rows(model.transformer.wte.weight)
     out = {"model.embed_tokens.weight": wte, "lm_head.weight": wte, "model.norm.weight": model.transformer.ln_f.weight}
     for i, block in enumerate(model.transformer.h):
         out[f"model.layers.{i}.input_layernorm.weight"] = block.ln_1.weight
         out[f"model.layers.{i}.post_attention_layernorm.weight"] = block.ln_2.weight
-        out.update(gated(f"model.layers.{i}.mlp", block.mlp, model.config.bias))
     return out
 
 
-def llama_weights(model) -> dict[str, Tensor]:
-    c = model.config
-    out = llama_shell(model)
+def dense_mlps(model) -> dict[str, Tensor]:
+    return {k: v for i, block in enumerate(model.transformer.h)
+            for k, v in gated(f"model.layers.{i}.mlp", block.mlp, model.config.bias).items()}
+
+
+def llama_attention(model) -> dict[str, Tensor]:
+    """Multi-head, grouped- or multi-query attention as Llama's (and Mixtral's) q, k, v and o projections, q and
+    k in the halves layout."""
+    c, out = model.config, {}
     for i, block in enumerate(model.transformer.h):
         p, attn = f"model.layers.{i}.self_attn", block.attn
         sizes = [c.n_head * c.head_dim, attn.n_kv_head * c.head_dim, attn.n_kv_head * c.head_dim]
@@ -256,6 +267,55 @@ def llama_weights(model) -> dict[str, Tensor]:
             out[f"{p}.k_proj.bias"] = halves(k, attn.n_kv_head, c.head_dim)
             out[f"{p}.v_proj.bias"] = v
     return out
+
+
+def llama_weights(model) -> dict[str, Tensor]:
+    return llama_shell(model) | llama_attention(model) | dense_mlps(model)
+
+
+# Mixtral: Llama's attention and norms, SwiGLU experts routed top-k (softmax, the chosen gates renormalised), no
+# biases. transformers stores the experts stacked as gptlab does: gate_up_proj (E, 2 hidden, C), the gate rows
+# first, is c_fc_weight; down_proj (E, C, hidden) is c_proj_weight
+
+def mixtral_config(model) -> dict:
+    c, attn, moe = model.config, model.transformer.h[0].attn, model.transformer.h[0].mlp
+    return dict(model_type="mixtral", hidden_size=c.n_embd, intermediate_size=mlp_hidden(model),
+                num_hidden_layers=c.n_layer, num_attention_heads=c.n_head, num_key_value_heads=attn.n_kv_head,
+                head_dim=c.head_dim, hidden_act="silu", max_position_embeddings=c.block_size,
+                rms_norm_eps=norm_eps(model), rope_parameters=rope_parameters(model), sliding_window=None,
+                num_local_experts=moe.n_experts, num_experts_per_tok=moe.top_k, router_jitter_noise=moe.jitter,
+                # Mixtral's balance loss counts a token once per chosen expert: top_k times gptlab's (moe.py)
+                router_aux_loss_coef=moe.balance_weight / moe.top_k, tie_word_embeddings=True,
+                attention_dropout=0.0, **TOKENS, **experts_implementation(model))
+
+
+def experts_implementation(model) -> dict:
+    """transformers runs stacked experts through torch's grouped matmul, which takes rows of 16-byte multiples only
+    (8 values in half precision); at other sizes it fails, so config.json names its loop over experts instead."""
+    if all(n % 8 == 0 for n in (model.config.n_embd, mlp_hidden(model))):
+        return {}
+    return {"experts_implementation": "eager"}
+
+
+def mixtral_weights(model) -> dict[str, Tensor]:
+    out = llama_shell(model) | llama_attention(model)
+    for i, block in enumerate(model.transformer.h):
+        p, moe = f"model.layers.{i}.mlp", block.mlp
+        out[f"{p}.gate.weight"] = moe.router.weight
+        out[f"{p}.experts.gate_up_proj"] = moe.c_fc_weight
+        out[f"{p}.experts.down_proj"] = moe.c_proj_weight
+    return out
+
+
+def mixtral_limits(model) -> list[str]:
+    moe, limits = model.transformer.h[0].mlp, []
+    if model.config.bias:
+        limits.append("biases (model.bias=true): Mixtral's attention and experts have none; train with "
+                      "model.bias=false")
+    if moe.top_k < 2:
+        limits.append("top-1 routing: Mixtral renormalises the chosen gates to sum to 1, which makes a single "
+                      "expert's gate 1, where gptlab keeps its probability (Switch's rule, so that the router learns)")
+    return limits
 
 
 # DeepSeek-V2 (dense): multi-head latent attention with its decoupled RoPE key, RMSNorm, SwiGLU.
@@ -275,7 +335,7 @@ def deepseek_v2_config(model) -> dict:
 
 def deepseek_v2_weights(model) -> dict[str, Tensor]:
     c = model.config
-    out = llama_shell(model)
+    out = llama_shell(model) | dense_mlps(model)
     for i, block in enumerate(model.transformer.h):
         p, attn = f"model.layers.{i}.self_attn", block.attn
         if attn.q_lora_rank:
@@ -303,6 +363,10 @@ FAMILIES = (
     Family("LlamaForCausalLM", dict(attention=(BaseAttention, GQAAttention, MQAAttention), position=(RoPE,),
                                     mlp=(SwiGLU,), norm=(RMSNorm,)),
            "RoPE, RMSNorm, SwiGLU, multi-head, grouped- or multi-query attention", llama_config, llama_weights),
+    Family("MixtralForCausalLM", dict(attention=(BaseAttention, GQAAttention, MQAAttention), position=(RoPE,),
+                                      mlp=(SwiGLUMoE,), norm=(RMSNorm,)),
+           "RoPE, RMSNorm, SwiGLU experts routed top-k (k >= 2), no biases, multi-head, grouped- or multi-query "
+           "attention", mixtral_config, mixtral_weights, mixtral_limits),
     Family("DeepseekV2ForCausalLM", dict(attention=(MLAAttention,), position=(RoPE,), mlp=(SwiGLU,), norm=(RMSNorm,)),
            "multi-head latent attention with RoPE, RMSNorm, SwiGLU (dense layers)", deepseek_v2_config,
            deepseek_v2_weights),
@@ -320,7 +384,8 @@ def family_of(model) -> tuple[Family | None, list[str]]:
         return None, [f"parametrization={model.config.parametrization} at {m_d:g}x the base width and {m_l:g}x the base "
                       f"depth multiplies the logits, the residual branches or the attention scores, which no "
                       f"transformers class expresses; at its base shape it is the standard model and exports"]
-    closest = min(FAMILIES, key=lambda f: len(f.problems(model)))  # the first of the closest, in FAMILIES' order
+    # the closest: fewest components it lacks, then fewest settings; the first of equals in FAMILIES' order
+    closest = min(FAMILIES, key=lambda f: (len(f.mismatches(model)), len(f.problems(model))))
     if not closest.problems(model):
         return closest, []
     why = [f"closest: {closest.hf_class}, which differs in {'; '.join(closest.problems(model))}"]

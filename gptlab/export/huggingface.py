@@ -68,6 +68,7 @@ def export_model(model, out_dir: Path | str, dtype: str = "float32", description
         with atomic_directory(out_dir) as partial:
             hf_model = transformers_model(transformers, model.eval(), family)
             hf_model.to(DTYPES[dtype]).save_pretrained(partial)
+            keep_load_settings(partial, family.config(model))
             del hf_model  # the check loads the files back: one copy of the weights at a time
             write_tokenizer(transformers, partial, model.config.block_size)
             exported = check(transformers, partial, model, DTYPES[dtype])
@@ -101,6 +102,17 @@ def transformers_model(transformers, model, family: Family):
     hf_model.generation_config = transformers.GenerationConfig(bos_token_id=EOT, eos_token_id=EOT,
                                                                pad_token_id=EOT)
     return hf_model.eval()
+
+
+LOAD_SETTINGS = ("experts_implementation",)  # read from config.json by transformers, not written back by it
+
+
+def keep_load_settings(directory: Path, settings: dict) -> None:
+    """Write into config.json the settings transformers takes from it when it loads but drops when it saves."""
+    kept = {k: settings[k] for k in LOAD_SETTINGS if k in settings}
+    if kept:
+        path = directory / "config.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | kept, indent=2, sort_keys=True) + "\n")
 
 
 def write_tokenizer(transformers, directory: Path, block_size: int) -> None:

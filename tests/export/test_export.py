@@ -55,6 +55,34 @@ def test_an_experiment_no_class_computes_is_refused_naming_the_component(name, t
     assert not (tmp_path / "out").exists()
 
 
+MIXTRAL = """from gptlab import GPTConfig
+from gptlab.modules import GQAAttention, RMSNorm, RoPE, SwiGLUMoE
+
+MODEL_CONFIG = GPTConfig(bias=False, n_kv_head=2, n_experts=4, moe_top_k=2)
+ATTENTION_CLASS = GQAAttention
+POSITION_ENCODING_CLASS = RoPE
+MLP_CLASS = SwiGLUMoE
+NORM_CLASS = RMSNorm
+"""
+
+
+def mixtral_experiment(tmp_path) -> str:
+    """Mixtral's shape as a user writes it: SwiGLU experts routed top-2, RoPE, RMSNorm, GQA, no biases."""
+    path = tmp_path / "mixtral.py"
+    path.write_text(MIXTRAL)
+    return str(path)
+
+
+def test_a_mixture_of_swiglu_experts_on_llamas_stack_exports_as_mixtral_and_its_limits_are_said(tmp_path):
+    name = mixtral_experiment(tmp_path)
+    family, why = family_of(meta_model(name))
+    assert family is not None and family.hf_class == "MixtralForCausalLM", why
+    family, why = family_of(meta_model(name, bias=True))
+    assert family is None and "closest: MixtralForCausalLM" in why[0] and "biases (model.bias=true)" in why[0]
+    family, why = family_of(meta_model(name, moe_top_k=1))
+    assert family is None and "top-1 routing" in why[0]
+
+
 def test_a_subclass_is_refused_since_it_may_compute_something_else():
     class MyAttention(BaseAttention):
         pass
@@ -155,6 +183,32 @@ def test_the_exported_model_computes_gptlabs_logits_and_greedy_generations(name,
     assert theirs.shape == ours.shape
     torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
 
+    prompt = idx[:, :8]
+    expected = model.generate(prompt, max_new_tokens=16, temperature=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
+                          eos_token_id=None, pad_token_id=None)
+    assert got.tolist() == expected.tolist()
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("overrides,implementation", [
+    (dict(mlp_hidden=64), "grouped_mm"),  # transformers' grouped matmul takes rows of 16-byte multiples
+    (dict(n_kv_head=4, n_experts=3, moe_top_k=3), "eager"),  # SwiGLU's 8/3 x 32 = 86 wide: its loop over experts
+])
+def test_a_mixtral_shaped_export_computes_gptlabs_logits_and_greedy_generations(overrides, implementation, tmp_path):
+    """In evaluation no token is dropped (capacity is a training rule) and jitter is off: the layer is Mixtral's."""
+    pytest.importorskip("transformers")
+    model = scrambled(mixtral_experiment(tmp_path), **overrides)
+    export_model(model, tmp_path / "out", description={"experiment": "mixtral"})
+    hf, _ = load_hf(tmp_path / "out")  # as anyone loads it: config.json names the experts' implementation it needs
+    assert hf.config._experts_implementation == implementation
+    assert type(hf).__name__ == "MixtralForCausalLM"
+    idx = torch.randint(0, GPT2_VOCAB, (3, HF_TINY["block_size"]), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(idx).logits[..., :GPT2_VOCAB], hf(idx).logits
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
     prompt = idx[:, :8]
     expected = model.generate(prompt, max_new_tokens=16, temperature=0)
     with warnings.catch_warnings():
