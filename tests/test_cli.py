@@ -38,7 +38,7 @@ FROZEN = {
     "generate": {"--device", "--ignore-eot", "--max-new-tokens", "--num-samples", "--prompt", "--seed",
                  "--temperature", "--top-k", "source"},
     "check": {"experiment", "overrides"},
-    "coordcheck": {"--depths", "--lr", "--out", "--parametrization", "--steps", "--transfer", "--widths", "experiment"},
+    "coordcheck": {"--depth-parametrization", "--depth-width", "--depths", "--lr", "--out", "--parametrization", "--steps", "--transfer", "--widths", "experiment"},
 }
 
 

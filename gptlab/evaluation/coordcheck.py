@@ -14,7 +14,7 @@ trained by its AdamW at a fixed rate; muP's base width is the smallest. Measured
 absolute value of the token embedding's output, of every block's attention and MLP outputs (before CompleteP's
 branch multiplier; averaged over the blocks) and of the logits, at the initialisation and after each step.
 The verdict reads each quantity's slope of log size against log width after the last step: below FLAT in
-magnitude is flat. The depth check (measure_depth) holds the width at 64 and grows the depth, CompleteP's base
+magnitude is flat. The depth check (measure_depth) holds the width at 48 and grows the depth, CompleteP's base
 depth the smallest, and reads the same slope against log depth.
 """
 
@@ -37,6 +37,14 @@ DEPTHS = (2, 4, 8, 16)  # 8x, at width DEPTH_WIDTH
 DEPTH_WIDTH = 48  # n_head 3 at heads of 16: every shipped attention's head and group rules fit
 
 
+def compared(config, parametrization: str, base_width: int, base_depth: int):
+    """The config under the parametrization a row compares, whatever the experiment's own: the standard one with no
+    base shape, the others relative to the smallest size checked."""
+    if parametrization == "standard":
+        return dataclasses.replace(config, parametrization="standard", base_width=0, base_depth=0, base_head_dim=0)
+    return dataclasses.replace(config, parametrization=parametrization, base_width=base_width, base_depth=base_depth)
+
+
 def measure(experiment, parametrization: str, widths=WIDTHS, steps: int = 8, lr: float = 3e-3, head_size: int = 16,
             seed: int = 0) -> dict[str, np.ndarray]:
     """{quantity: array (steps + 1, widths)} of mean absolute activations."""
@@ -48,12 +56,14 @@ def measure(experiment, parametrization: str, widths=WIDTHS, steps: int = 8, lr:
     own = replace_config(experiment.model_config, block_size=32, vocab_size=512, dropout=0.0)
     sizes = {q: np.zeros((steps + 1, len(widths))) for q in QUANTITIES}
     for j, w in enumerate(widths):
-        config = resized(own, classes, n_layer=2, n_embd=w, n_head=max(1, w // head_size))
+        try:
+            config = resized(own, classes, n_layer=2, n_embd=w, n_head=max(1, w // head_size))
+        except ValueError as e:
+            raise ValueError(f"the width check at width {w} ({max(1, w // head_size)} heads of {head_size}): "
+                             f"{str(e).split(': rungs such as')[0]}; give --widths that fit") from None
         if "moe_capacity_factor" in getattr(classes["mlp_class"], "config_fields", ()):
             config = replace_config(config, moe_capacity_factor=0.0)  # no token dropped: the same tokens each width
-        if parametrization != "standard":
-            config = dataclasses.replace(config, parametrization=parametrization, base_width=widths[0],
-                                         base_depth=config.n_layer)
+        config = compared(config, parametrization, base_width=widths[0], base_depth=config.n_layer)
         torch.manual_seed(seed)
         model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
         optimizer = optimizer_class(experiment.optimizer_class)(model, TrainingConfig(max_lr=lr, weight_decay=0.0))
@@ -96,12 +106,14 @@ def measure_depth(experiment, parametrization: str, depths=DEPTHS, steps: int = 
     own = replace_config(experiment.model_config, block_size=32, vocab_size=512, dropout=0.0)
     sizes = {q: np.zeros((steps + 1, len(depths))) for q in DEPTH_QUANTITIES}
     for j, depth in enumerate(depths):
-        config = resized(own, classes, n_layer=depth, n_embd=width, n_head=max(1, width // head_size))
+        try:
+            config = resized(own, classes, n_layer=depth, n_embd=width, n_head=max(1, width // head_size))
+        except ValueError as e:
+            raise ValueError(f"the depth check at width {width} ({max(1, width // head_size)} heads of {head_size}): "
+                             f"{str(e).split(': rungs such as')[0]}; give --depth-width a width that fits") from None
         if "moe_capacity_factor" in getattr(classes["mlp_class"], "config_fields", ()):
             config = replace_config(config, moe_capacity_factor=0.0)
-        if parametrization != "standard":
-            config = dataclasses.replace(config, parametrization=parametrization, base_width=width,
-                                         base_depth=depths[0])
+        config = compared(config, parametrization, base_width=width, base_depth=depths[0])
         torch.manual_seed(seed)
         model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
         optimizer = optimizer_class(experiment.optimizer_class)(model, TrainingConfig(max_lr=lr, weight_decay=0.0))
@@ -133,10 +145,18 @@ def slopes(sizes: dict[str, np.ndarray], widths=WIDTHS) -> dict[str, float]:
 
 
 def verdict(found: dict[str, float], axis: str = "width") -> str:
-    grow = {q: s for q, s in found.items() if abs(s) >= FLAT}
-    if not grow:
+    unmeasured = [q for q, s in found.items() if not math.isfinite(s)]
+    if unmeasured:  # a size of 0 or a non-finite one: no slope to read
+        return f"not measured: {', '.join(unmeasured)} had a size of 0 or not finite at some {axis}"
+    moved = {q: s for q, s in found.items() if abs(s) >= FLAT}
+    if not moved:
         return f"flat: every quantity's size changes less than {axis}^{FLAT} across the {axis}s"
-    return f"grows with the {axis}: " + ", ".join(f"{q} ~ {axis}^{s:+.2f}" for q, s in grow.items())
+    said = []
+    for word, sign in (("grows", 1), ("shrinks", -1)):
+        these = [f"{q} ~ {axis}^{s:+.2f}" for q, s in moved.items() if s * sign > 0]
+        if these:
+            said.append(f"{word} with the {axis}: " + ", ".join(these))
+    return "; ".join(said)
 
 
 def figure(results: dict[str, dict[str, np.ndarray]], widths, path: Path, title: str, axis: str = "width") -> Path:
@@ -196,9 +216,7 @@ def transfer(experiment, parametrization: str, widths=TRANSFER_WIDTHS, grid=TRAN
     losses, fits = {}, {}
     for w in widths:
         config = resized(own, classes, n_layer=2, n_embd=w, n_head=max(1, w // head_size))
-        if parametrization != "standard":
-            config = dataclasses.replace(config, parametrization=parametrization, base_width=widths[0],
-                                         base_depth=config.n_layer)
+        config = compared(config, parametrization, base_width=widths[0], base_depth=config.n_layer)
         losses[w] = {}
         for m in grid:
             train = TrainingConfig(max_lr=base_lr * m, muon_lr=0.02 * m, warmup_steps=max(1, steps // 10),
@@ -261,12 +279,15 @@ def parser() -> argparse.ArgumentParser:
                                 "widths (and depths) over the first training steps, under each parametrization.",
                                 allow_abbrev=False)
     p.add_argument("experiment", help="a name in experiments/ or a path to a .py file")
-    p.add_argument("--parametrization", nargs="+", choices=["standard", "mup", "completep", "mup+completep"],
-                   help="those compared (default: standard and mup across widths, standard and completep across "
-                        "depths)")
+    p.add_argument("--parametrization", nargs="+", choices=["standard", "mup"], default=["standard", "mup"],
+                   help="those compared across widths (default: standard mup)")
     p.add_argument("--widths", default=",".join(map(str, WIDTHS)), help=f"comma-separated (default {WIDTHS})")
-    p.add_argument("--depths", help=f"comma-separated, e.g. {','.join(map(str, DEPTHS))}: also check across depths at "
-                                    f"width {DEPTH_WIDTH} (CompleteP's check)")
+    p.add_argument("--depths", help=f"comma-separated, e.g. {','.join(map(str, DEPTHS))}: also check across depths "
+                                    f"(CompleteP's check)")
+    p.add_argument("--depth-parametrization", nargs="+", choices=["standard", "completep"],
+                   default=["standard", "completep"], help="those compared across depths (default: standard completep)")
+    p.add_argument("--depth-width", type=int, default=DEPTH_WIDTH,
+                   help=f"the width the depth check holds (default {DEPTH_WIDTH}: 3 heads of 16)")
     p.add_argument("--steps", type=int, default=8, help="training steps measured after the initialisation (default 8)")
     p.add_argument("--lr", type=float, default=3e-3, help="the optimizer's fixed rate (default 3e-3)")
     p.add_argument("--transfer", action="store_true",
@@ -297,35 +318,38 @@ def main(argv: list[str] | None = None) -> int:
     from gptlab.paths import BENCH_ROOT
     try:
         widths = growing(args.widths, "--widths", WIDTHS, multiples=True)
-        depths = growing(args.depths, "--depths", DEPTHS, multiples=False) if args.depths else ()
+        depths = growing(args.depths, "--depths", DEPTHS, multiples=False) if args.depths is not None else ()
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.steps < 1 or not (math.isfinite(args.lr) and args.lr > 0):
-        print("error: --steps must be 1 or more and --lr a positive number", file=sys.stderr)
+    if args.steps < 1 or not (math.isfinite(args.lr) and args.lr > 0) or args.depth_width < 1:
+        print("error: --steps and --depth-width must be 1 or more and --lr a positive number", file=sys.stderr)
         return 2
-    across_widths = args.parametrization or ["standard", "mup"]
-    across_depths = args.parametrization or ["standard", "completep"]
+    results, deep = {}, {}
     try:
         experiment = load_experiment(args.experiment)
-        results = {p: measure(experiment, p, widths, args.steps, args.lr) for p in across_widths}
-        deep = {p: measure_depth(experiment, p, depths, args.steps, args.lr) for p in across_depths} if depths else {}
+        for p in args.parametrization:
+            print(f"{experiment.name} under {p}, widths {widths[0]} to {widths[-1]}: {args.steps} steps each ...",
+                  flush=True)
+            results[p] = sizes = measure(experiment, p, widths, args.steps, args.lr)
+            found = slopes(sizes, widths)
+            print(f"{experiment.name} under {p}: " + ", ".join(f"{q} {s:+.2f}" for q, s in found.items()) +
+                  f" (slope of log size in log width after step {args.steps}); {verdict(found)}", flush=True)
+        for p in (args.depth_parametrization if depths else []):
+            print(f"{experiment.name} under {p}, depths {depths[0]} to {depths[-1]} at width {args.depth_width}: "
+                  f"{args.steps} steps each ...", flush=True)
+            deep[p] = sizes = measure_depth(experiment, p, depths, args.steps, args.lr, width=args.depth_width)
+            found = slopes(sizes, depths)
+            print(f"{experiment.name} under {p}, across depths: " + ", ".join(f"{q} {s:+.2f}" for q, s in found.items())
+                  + f" (slope of log size in log depth after step {args.steps}); {verdict(found, 'depth')}", flush=True)
     except (ExperimentError, ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    for p, sizes in results.items():
-        found = slopes(sizes, widths)
-        print(f"{experiment.name} under {p}: " + ", ".join(f"{q} {s:+.2f}" for q, s in found.items()) +
-              f" (slope of log size in log width after step {args.steps}); {verdict(found)}")
-    for p, sizes in deep.items():
-        found = slopes(sizes, depths)
-        print(f"{experiment.name} under {p}, across depths: " + ", ".join(f"{q} {s:+.2f}" for q, s in found.items()) +
-              f" (slope of log size in log depth after step {args.steps}); {verdict(found, 'depth')}")
     out = (args.out or BENCH_ROOT / "coordcheck").resolve()
     out.mkdir(parents=True, exist_ok=True)
     swept = {}
     if args.transfer:
-        for p in across_widths:
+        for p in args.parametrization:
             swept[p] = transfer(experiment, p)
             fits = swept[p]["fits"]
             said = "; ".join(f"width {w}: best x{(f.optimum or f.chosen):.2f}" + (f" ({f.flag})" if f.flag else "")
@@ -340,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         if deep:
             path = figure(deep, depths, out / f"coordcheck_depth_{experiment.name}.png",
                           f"coordinate check of {experiment.name} across depths: {depths[0]} to {depths[-1]} blocks, "
-                          f"width {DEPTH_WIDTH}, {experiment.optimizer_class.__name__} at {args.lr:g} for "
+                          f"width {args.depth_width}, {experiment.optimizer_class.__name__} at {args.lr:g} for "
                           f"{args.steps} steps", axis="depth")
             print(f"wrote {path}")
         if swept:

@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from gptlab.core.experiment import available_experiments, load_experiment
-from gptlab.evaluation.coordcheck import DEPTHS, FLAT, measure, measure_depth, shift_in_steps, slopes, transfer
+from gptlab.evaluation.coordcheck import (DEPTHS, FLAT, measure, measure_depth, shift_in_steps, slopes, transfer,
+                                         verdict)
 from gptlab.paths import REPO_ROOT
 
 
@@ -75,6 +76,25 @@ def test_every_experiment_passes_the_depth_check_under_completep(name):
     found = check_depth(name)
     assert all(abs(s) < FLAT for s in found["completep"].values()), found
     assert found["standard"]["residual change"] > found["completep"]["residual change"] + 0.2, found
+
+
+def test_the_verdict_says_which_way_a_quantity_moves_and_a_slope_it_could_not_read():
+    assert verdict({"attention": 0.1, "logits": -0.2}) == "flat: every quantity's size changes less than width^0.4 " \
+                                                          "across the widths"
+    assert verdict({"attention": 1.6, "logits": -0.5}, "depth") == \
+        "grows with the depth: attention ~ depth^+1.60; shrinks with the depth: logits ~ depth^-0.50"
+    assert verdict({"attention": 0.1, "residual change": math.nan}).startswith("not measured: residual change")
+
+
+def test_each_row_is_the_parametrization_it_names_whatever_the_experiments_own(tmp_path):
+    """An experiment that sets CompleteP itself is still measured under the standard parametrization on the
+    standard row (the row once kept the experiment's own)."""
+    path = tmp_path / "own_completep.py"
+    path.write_text('from gptlab import GPTConfig\n\nMODEL_CONFIG = GPTConfig(parametrization="completep", '
+                    'base_depth=2)\n')
+    own = slopes(measure_depth(load_experiment(str(path)), "standard", (2, 8), steps=4), (2, 8))
+    plain = slopes(measure_depth(load_experiment("baseline"), "standard", (2, 8), steps=4), (2, 8))
+    assert own == plain and own["residual change"] > FLAT
 
 
 def test_the_command_prints_the_verdicts_and_draws_the_figure(tmp_path):
