@@ -165,6 +165,22 @@ def load_hf(directory):
             transformers.AutoTokenizer.from_pretrained(directory))
 
 
+def assert_same_logits_and_generations(model, hf) -> None:
+    """The exported model's logits (to 1e-4) and greedy generations (token for token) are gptlab's."""
+    idx = torch.randint(0, GPT2_VOCAB, (3, HF_TINY["block_size"]), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ours, theirs = model(idx).logits[..., :GPT2_VOCAB], hf(idx).logits
+    assert theirs.shape == ours.shape
+    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
+    prompt = idx[:, :8]
+    expected = model.generate(prompt, max_new_tokens=16, temperature=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
+                          eos_token_id=None, pad_token_id=None)
+    assert got.tolist() == expected.tolist()
+
+
 @pytest.mark.long
 @pytest.mark.parametrize("name,overrides", [
     ("baseline", {}), ("relu", {}), ("silu", {}), ("sine", {}), ("nope", {}), ("mqa", {}), ("rope", {}),
@@ -177,19 +193,7 @@ def test_the_exported_model_computes_gptlabs_logits_and_greedy_generations(name,
     exported = export_model(model, tmp_path / "out", description={"experiment": name})
     hf, tokenizer = load_hf(tmp_path / "out")
     assert type(hf).__name__ == EXPORTS[name] == exported.family.hf_class
-    idx = torch.randint(0, GPT2_VOCAB, (3, HF_TINY["block_size"]), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ours, theirs = model(idx).logits[..., :GPT2_VOCAB], hf(idx).logits
-    assert theirs.shape == ours.shape
-    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
-
-    prompt = idx[:, :8]
-    expected = model.generate(prompt, max_new_tokens=16, temperature=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        got = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
-                          eos_token_id=None, pad_token_id=None)
-    assert got.tolist() == expected.tolist()
+    assert_same_logits_and_generations(model, hf)
 
 
 @pytest.mark.long
@@ -205,17 +209,7 @@ def test_a_mixtral_shaped_export_computes_gptlabs_logits_and_greedy_generations(
     hf, _ = load_hf(tmp_path / "out")  # as anyone loads it: config.json names the experts' implementation it needs
     assert hf.config._experts_implementation == implementation
     assert type(hf).__name__ == "MixtralForCausalLM"
-    idx = torch.randint(0, GPT2_VOCAB, (3, HF_TINY["block_size"]), generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        ours, theirs = model(idx).logits[..., :GPT2_VOCAB], hf(idx).logits
-    torch.testing.assert_close(theirs, ours, rtol=1e-4, atol=1e-4)
-    prompt = idx[:, :8]
-    expected = model.generate(prompt, max_new_tokens=16, temperature=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        got = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=16, do_sample=False,
-                          eos_token_id=None, pad_token_id=None)
-    assert got.tolist() == expected.tolist()
+    assert_same_logits_and_generations(model, hf)
 
 
 @pytest.mark.long
