@@ -52,6 +52,7 @@ def test_models_are_interleaved_in_a_rotating_order(monkeypatch):
     assert [len(c.step_seconds) for c in contenders] == [4, 0, 4]
 
 
+@pytest.mark.long  # the default tier's budget: one of its slowest
 def test_bench_prints_and_writes_every_figure(tmp_path, capsys):
     out = tmp_path / "bench.json"
     args = ["--experiments", "baseline", "mla", "gqa", "--sizes", "cpu-blocks", "--batch", "2", "--seq-len", "24",

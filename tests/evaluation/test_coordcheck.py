@@ -97,6 +97,7 @@ def test_each_row_is_the_parametrization_it_names_whatever_the_experiments_own(t
     assert own == plain and own["residual change"] > FLAT
 
 
+@pytest.mark.long  # the default tier's budget: one of its slowest
 def test_the_command_prints_the_verdicts_and_draws_the_figure(tmp_path):
     pytest.importorskip("matplotlib")
     result = subprocess.run([sys.executable, "-m", "gptlab", "coordcheck", "rope", "--steps", "2", "--widths",

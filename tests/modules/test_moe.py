@@ -230,6 +230,7 @@ def test_the_grouped_dispatch_equals_the_dense_computation_and_its_gradients(cls
         torch.testing.assert_close(a, b, **tol)
 
 
+@pytest.mark.long  # the default tier's budget: one of its slowest
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_moe_compiles_to_one_graph(training, dtype):

@@ -114,6 +114,7 @@ def ladder_runs(tmp_path, lr_of=lambda rung: {"mode": "shared"}) -> None:
                          header={"flops_per_token": flops_per_token})
 
 
+@pytest.mark.long  # the default tier's budget: one of its slowest
 def test_the_report_of_a_ladders_runs_fits_the_law_and_says_each_variants_worth(tmp_path):
     """Runs as a ladder writes them (<out>/<rung>/<experiment>/seed<N>, their study record naming the rung), with
     losses from the known law: the report's ladder section and its two figures."""

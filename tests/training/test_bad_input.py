@@ -60,6 +60,7 @@ def test_override_with_unknown_key_or_wrong_type(tmp_path, override, phrase):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.long  # the default tier's budget: one of its slowest
 @pytest.mark.parametrize("damage", ["truncate", "garbage"])
 def test_truncated_or_corrupt_checkpoint(finished_run, tmp_path, damage):
     bad = tmp_path / "model_00002.pt"
