@@ -41,7 +41,10 @@ def status(*args) -> subprocess.CompletedProcess:
 
 
 def gptlab_status(root) -> dict[str, str]:
-    out = status(root, "--json")
+    """Each run's status as `gptlab status --json` gives it, from a fresh process (as a user runs it while the
+    cluster changes: the cluster tests read it again and again)."""
+    out = subprocess.run([sys.executable, "-m", "gptlab", "status", str(root), "--json"], capture_output=True,
+                         text=True, cwd=REPO_ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     return {f"{r['experiment']} {r['seed']}": r for r in json.loads(out.stdout)}
 
