@@ -45,49 +45,68 @@ def compared(config, parametrization: str, base_width: int, base_depth: int):
     return dataclasses.replace(config, parametrization=parametrization, base_width=base_width, base_depth=base_depth)
 
 
-def measure(experiment, parametrization: str, widths=WIDTHS, steps: int = 8, lr: float = 3e-3, head_size: int = 16,
-            seed: int = 0) -> dict[str, np.ndarray]:
-    """{quantity: array (steps + 1, widths)} of mean absolute activations."""
+def small_model(experiment, parametrization: str, n_layer: int, n_embd: int, base_width: int, base_depth: int,
+                lr: float, head_size: int, seed: int, check: str, advice: str):
+    """The experiment's own model at this shape (heads of head_size, its components' size rules applied as on a
+    ladder; a 512-token vocabulary, no dropout, no token dropped by a mixture's capacity) under the parametrization
+    compared, and its optimizer at the fixed rate. A shape the components do not fit is a ValueError naming the check
+and the advice."""
     from gptlab.core.config import GPTConfig, TrainingConfig, replace_config
     from gptlab.models.gpt import build_gpt
     from gptlab.models.parametrization import resized
     from gptlab.optim import optimizer_class
     classes = experiment.components()
     own = replace_config(experiment.model_config, block_size=32, vocab_size=512, dropout=0.0)
+    n_head = max(1, n_embd // head_size)
+    try:
+        config = resized(own, classes, n_layer=n_layer, n_embd=n_embd, n_head=n_head)
+    except ValueError as e:
+        raise ValueError(f"the {check} at width {n_embd} ({n_head} heads of {head_size}): "
+                         f"{str(e).split(': rungs such as')[0]}; {advice}") from None
+    if "moe_capacity_factor" in getattr(classes["mlp_class"], "config_fields", ()):
+        config = replace_config(config, moe_capacity_factor=0.0)  # no token dropped: the same tokens at every size
+    config = compared(config, parametrization, base_width=base_width, base_depth=base_depth)
+    torch.manual_seed(seed)
+    model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
+    return model, optimizer_class(experiment.optimizer_class)(model, TrainingConfig(max_lr=lr, weight_decay=0.0))
+
+
+def train_observed(model, optimizer, steps: int, seed: int, observe) -> None:
+    """`steps` steps on one fixed batch of random tokens, observe(t, output) after the forward pass at the
+    initialisation (t = 0) and after each step."""
+    data = torch.randint(0, 512, (8, 33), generator=torch.Generator().manual_seed(seed))
+    x, y = data[:, :-1], data[:, 1:]
+    for t in range(steps + 1):
+        out = model(x, y)
+        observe(t, out)
+        if t < steps:
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            optimizer.step()
+
+
+def measure(experiment, parametrization: str, widths=WIDTHS, steps: int = 8, lr: float = 3e-3, head_size: int = 16,
+            seed: int = 0) -> dict[str, np.ndarray]:
+    """{quantity: array (steps + 1, widths)} of mean absolute activations."""
     sizes = {q: np.zeros((steps + 1, len(widths))) for q in QUANTITIES}
     for j, w in enumerate(widths):
-        try:
-            config = resized(own, classes, n_layer=2, n_embd=w, n_head=max(1, w // head_size))
-        except ValueError as e:
-            raise ValueError(f"the width check at width {w} ({max(1, w // head_size)} heads of {head_size}): "
-                             f"{str(e).split(': rungs such as')[0]}; give --widths that fit") from None
-        if "moe_capacity_factor" in getattr(classes["mlp_class"], "config_fields", ()):
-            config = replace_config(config, moe_capacity_factor=0.0)  # no token dropped: the same tokens each width
-        config = compared(config, parametrization, base_width=widths[0], base_depth=config.n_layer)
-        torch.manual_seed(seed)
-        model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
-        optimizer = optimizer_class(experiment.optimizer_class)(model, TrainingConfig(max_lr=lr, weight_decay=0.0))
-        data = torch.randint(0, 512, (8, 33), generator=torch.Generator().manual_seed(seed))
-        x, y = data[:, :-1], data[:, 1:]
+        model, optimizer = small_model(experiment, parametrization, 2, w, widths[0], 2, lr, head_size, seed,
+                                       "width check", "give --widths that fit")
         seen: dict[str, list[float]] = {q: [] for q in QUANTITIES}
-        hooks = [model.transformer.wte.register_forward_hook(
-            lambda m, i, o: seen["embedding"].append(o.detach().abs().mean().item()))]
+
+        def size_of(q):
+            return lambda m, i, o: seen[q].append((o[0] if isinstance(o, tuple) else o).detach().abs().mean().item())
+        hooks = [model.transformer.wte.register_forward_hook(size_of("embedding"))]
         for block in model.transformer.h:
-            hooks.append(block.attn.register_forward_hook(
-                lambda m, i, o: seen["attention"].append((o[0] if isinstance(o, tuple) else o).detach().abs().mean().item())))
-            hooks.append(block.mlp.register_forward_hook(
-                lambda m, i, o: seen["mlp"].append((o[0] if isinstance(o, tuple) else o).detach().abs().mean().item())))
-        for t in range(steps + 1):
-            for q in seen:
-                seen[q].clear()
-            out = model(x, y)
+            hooks += [block.attn.register_forward_hook(size_of("attention")),
+                      block.mlp.register_forward_hook(size_of("mlp"))]
+
+        def observe(t, out):
             sizes["logits"][t, j] = out.logits.detach().abs().mean().item()
             for q in ("embedding", "attention", "mlp"):
                 sizes[q][t, j] = float(np.mean(seen[q]))
-            if t < steps:
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimizer.step()
+                seen[q].clear()
+        train_observed(model, optimizer, steps, seed, observe)
         for hook in hooks:
             hook.remove()
     return sizes
@@ -98,42 +117,21 @@ def measure_depth(experiment, parametrization: str, depths=DEPTHS, steps: int = 
     """{quantity: array (steps + 1, depths)} across depths at one width: the mean absolute value of the residual
     stream after the last block (the input of the final norm), of its change since the initialisation (what
     training added: with the blocks' updates summed over the depth, it is what grows), and of the logits."""
-    from gptlab.core.config import GPTConfig, TrainingConfig, replace_config
-    from gptlab.models.gpt import build_gpt
-    from gptlab.models.parametrization import resized
-    from gptlab.optim import optimizer_class
-    classes = experiment.components()
-    own = replace_config(experiment.model_config, block_size=32, vocab_size=512, dropout=0.0)
     sizes = {q: np.zeros((steps + 1, len(depths))) for q in DEPTH_QUANTITIES}
     for j, depth in enumerate(depths):
-        try:
-            config = resized(own, classes, n_layer=depth, n_embd=width, n_head=max(1, width // head_size))
-        except ValueError as e:
-            raise ValueError(f"the depth check at width {width} ({max(1, width // head_size)} heads of {head_size}): "
-                             f"{str(e).split(': rungs such as')[0]}; give --depth-width a width that fits") from None
-        if "moe_capacity_factor" in getattr(classes["mlp_class"], "config_fields", ()):
-            config = replace_config(config, moe_capacity_factor=0.0)
-        config = compared(config, parametrization, base_width=width, base_depth=depths[0])
-        torch.manual_seed(seed)
-        model = build_gpt(experiment, GPTConfig(**dataclasses.asdict(config)))
-        optimizer = optimizer_class(experiment.optimizer_class)(model, TrainingConfig(max_lr=lr, weight_decay=0.0))
-        data = torch.randint(0, 512, (8, 33), generator=torch.Generator().manual_seed(seed))
-        x, y = data[:, :-1], data[:, 1:]
-        seen: list[torch.Tensor] = []
-        hook = model.transformer.ln_f.register_forward_hook(lambda m, i, o: seen.append(i[0].detach().clone()))
-        for t in range(steps + 1):
-            seen.clear()
-            out = model(x, y)
-            residual = seen[-1]
+        model, optimizer = small_model(experiment, parametrization, depth, width, width, depths[0], lr, head_size,
+                                       seed, "depth check", "give --depth-width a width that fits")
+        residual: dict[str, torch.Tensor] = {}  # "now": the last forward pass's; "start": the initialisation's
+        hook = model.transformer.ln_f.register_forward_hook(
+            lambda m, i, o: residual.__setitem__("now", i[0].detach().clone()))
+
+        def observe(t, out):
             if t == 0:
-                start = residual
-            sizes["residual"][t, j] = residual.abs().mean().item()
-            sizes["residual change"][t, j] = (residual - start).abs().mean().item()
+                residual["start"] = residual["now"]
+            sizes["residual"][t, j] = residual["now"].abs().mean().item()
+            sizes["residual change"][t, j] = (residual["now"] - residual["start"]).abs().mean().item()
             sizes["logits"][t, j] = out.logits.detach().abs().mean().item()
-            if t < steps:
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimizer.step()
+        train_observed(model, optimizer, steps, seed, observe)
         hook.remove()
     return sizes
 

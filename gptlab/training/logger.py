@@ -64,8 +64,8 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     before N's checkpoint and stays. Otherwise the last value for a step wins (step N's train is logged again)."""
     series: dict[str, dict[int, float]] = {}
     for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.startswith("# run resumed from ") and (resumed := RESUMED_AT.search(line)):
-            step = int(resumed.group(1))
+        if line.startswith("# run resumed from ") and (match := RESUMED_AT.search(line)):
+            step = int(match.group(1))
             series = {key: {s: v for s, v in values.items() if s <= step} for key, values in series.items()}
             continue
         parts = line.split()
@@ -78,7 +78,12 @@ def read_log(path: Path) -> dict[str, list[tuple[int, float]]]:
     return {key: sorted(values.items()) for key, values in series.items() if values}
 
 
-RESUMED_AT = re.compile(r" at step (\d+)$")
+def resumed(checkpoint, step: int) -> str:
+    """The `# run` header of an attempt resumed from a checkpoint at its step: what read_log reads back."""
+    return f"resumed from {checkpoint} at step {step}"
+
+
+RESUMED_AT = re.compile(r" at step (\d+)$")  # the end of resumed()'s line
 
 
 def ends_mid_line(path: Path) -> bool:

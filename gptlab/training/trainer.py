@@ -22,7 +22,7 @@ from gptlab.models.gpt import build_gpt
 from gptlab.optim import optimizer_class
 from gptlab.training import checkpoint as ckpt
 from gptlab.training.distributed import Dist, mean_over_ranks
-from gptlab.training.logger import RunLog
+from gptlab.training.logger import RunLog, resumed
 from gptlab.training.metrics import Metrics
 from gptlab.training.schedule import set_learning_rates
 from gptlab.training.preemption import Preempted, Preemption
@@ -192,7 +192,7 @@ def clip_gradients(model, optimizer, max_norm: float) -> tuple[torch.Tensor, tor
 
 
 def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | None) -> None:
-    metrics.header("run", f"resumed from {run.resume} at step {resumed_at}" if run.resume else "started")
+    metrics.header("run", resumed(run.resume, resumed_at) if run.resume else "started")
     for key, value in description.items():
         metrics.header(key, value)
     if os.environ.get(STUDY_ENV):  # the study this run belongs to: in the log too, which outlives a damaged run.json
@@ -217,5 +217,5 @@ def _log_start(run: Run, metrics: Metrics, description: dict, resumed_at: int | 
         at = f" (experiment {source['experiment']}, step {source['step']})" if source["kind"] == "checkpoint" else ""
         metrics.print(f"initialised from {source['source']}{at}: its weights, a new optimizer, from step 0")
     if run.resume:
-        metrics.print(f"resumed from {run.resume} at step {resumed_at}")
+        metrics.print(resumed(run.resume, resumed_at))
     metrics.print(f"log: {metrics.log.path}")
